@@ -1,0 +1,239 @@
+"""``openreel``: start the stack or its parts, manage API keys, build tiny weights.
+
+Every flag overrides the ``OPENREEL_*`` variable of the same name (see openreel.settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from openreel.redis_server import EmbeddedRedis, running_url
+from openreel.settings import Settings, child_env, load_settings
+
+log = logging.getLogger("openreel")
+
+WORKER_RESTART_DELAY_S = 2.0
+
+
+class StartupError(Exception):
+    """A refusal to start, with the reason the user needs."""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", choices=["tiny", "full"], help="weight preset (OPENREEL_MODELS)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (OPENREEL_DATA_DIR)")
+    parser.add_argument("--redis-url", help="shared Redis (OPENREEL_REDIS_URL)")
+
+
+def _add_api(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (OPENREEL_HOST)")
+    parser.add_argument("--port", type=int, help="bind port (OPENREEL_PORT)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate for HTTPS (OPENREEL_TLS_CERT)")
+    parser.add_argument("--tls-key", type=Path, help="PEM key for HTTPS (OPENREEL_TLS_KEY)")
+
+
+def _add_endpoints(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoints", type=lambda text: text.split(","), help="endpoint ids or families (OPENREEL_ENDPOINTS)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openreel", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="API + workers + embedded Redis + local storage, in the foreground")
+    _add_common(up)
+    _add_api(up)
+    _add_endpoints(up)
+    up.add_argument("--workers", type=int, help="worker processes (OPENREEL_WORKERS)")
+
+    api = commands.add_parser("api", help="the HTTP API alone, against a shared Redis")
+    _add_common(api)
+    _add_api(api)
+    _add_endpoints(api)
+
+    worker = commands.add_parser("worker", help="one worker, against a shared Redis")
+    _add_common(worker)
+    _add_endpoints(worker)
+
+    keys = commands.add_parser("keys", help="API keys kept (hashed) in Redis")
+    _add_common(keys)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="make a key and print it once")
+    create.add_argument("--name", default="default", help="a label for the key")
+    revoke = key_commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key")
+
+    tiny = commands.add_parser("make-tiny-models", help="generate the tiny random-weight repos offline")
+    tiny.add_argument("directory", type=Path)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    fields = set(Settings.model_fields)
+    return load_settings(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def shared_redis_url(settings: Settings) -> str:
+    """The configured Redis, else the embedded one an 'openreel up' on this data dir runs."""
+    url = settings.redis_url or running_url(settings.redis_dir)
+    if url is None:
+        raise StartupError(
+            "no Redis: set OPENREEL_REDIS_URL (or --redis-url), or run 'openreel up' on this data dir first"
+        )
+    return url
+
+
+def check_exposure(settings: Settings, redis_url: str) -> None:
+    """Refuse to serve a non-loopback address with no API key: anyone could spend the GPUs."""
+    import redis
+
+    from openreel import api_keys
+
+    if settings.binds_loopback_only() or settings.api_keys:
+        return
+    if api_keys.stored_key_count(redis.Redis.from_url(redis_url)) == 0:
+        raise StartupError(
+            f"refusing to bind {settings.host} without API keys: set OPENREEL_API_KEYS or run "
+            "'openreel keys create', or bind 127.0.0.1"
+        )
+
+
+def serve_api(settings: Settings, redis_url: str) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    check_exposure(settings, redis_url)
+    if not settings.api_keys and settings.binds_loopback_only():
+        log.warning("no API keys configured: serving loopback (%s) only, without authentication", settings.host)
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("API on %s://%s:%s", scheme, settings.host, settings.port)
+    uvicorn.run(
+        create_app(settings, redis_url),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+
+
+class WorkerSupervisor:
+    """Keeps N worker processes running; one that dies is replaced (its job is re-queued by RQ)."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.env = child_env(settings)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.count = count
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "openreel.cli", "worker"], env=self.env)
+
+    def start(self) -> None:
+        self.processes = [self._spawn() for _ in range(self.count)]
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(WORKER_RESTART_DELAY_S):
+            for index, process in enumerate(self.processes):
+                if process.poll() is not None and not self.stopping.is_set():
+                    log.warning("worker pid %s exited with %s; starting a replacement", process.pid, process.returncode)
+                    self.processes[index] = self._spawn()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self.stopping.set()
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # RQ: warm shutdown (finish the step, then exit)
+        deadline = time.monotonic() + grace_s
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_up(settings: Settings) -> None:
+    embedded = None
+    redis_url = settings.redis_url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.redis_dir)
+        redis_url = embedded.start()
+        log.info("embedded Redis at %s (data in %s)", redis_url, settings.redis_dir)
+    if settings.models == "tiny":
+        log.warning("'tiny' preset: random weights, outputs are noise; use --models full on a GPU host")
+    supervisor = WorkerSupervisor(settings.model_copy(update={"redis_url": redis_url}), settings.workers)
+    try:
+        check_exposure(settings, redis_url)
+        supervisor.start()
+        serve_api(settings, redis_url)
+    finally:
+        supervisor.stop()
+        if embedded is not None:
+            embedded.stop()
+
+
+def run_keys(args: argparse.Namespace, settings: Settings) -> None:
+    import redis
+
+    from openreel import api_keys
+
+    embedded = None
+    url = settings.redis_url or running_url(settings.redis_dir)
+    if url is None:  # no stack running: open the data dir's Redis just for this change
+        embedded = EmbeddedRedis(settings.redis_dir)
+        url = embedded.start()
+    try:
+        connection = redis.Redis.from_url(url)
+        if args.keys_command == "create":
+            print(api_keys.create_key(connection, args.name))
+        elif not api_keys.revoke_key(connection, args.key):
+            raise StartupError("no such key")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "make-tiny-models":
+            from models.presets import make_all_tiny
+
+            make_all_tiny(args.directory)
+            return
+        settings = settings_from(args)
+        if args.command == "up":
+            run_up(settings)
+        elif args.command == "api":
+            serve_api(settings, shared_redis_url(settings))
+        elif args.command == "worker":
+            from workers.worker import run_worker
+
+            run_worker(settings, shared_redis_url(settings))
+        elif args.command == "keys":
+            run_keys(args, settings)
+    except (StartupError, ValidationError) as error:
+        sys.exit(f"openreel: {error}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The FastAPI application: fal's run and queue routes, files and health.
+
+This process never imports torch: it validates with the torch-free schemas and hands work
+to GPU workers through Redis.
+"""
+
+from __future__ import annotations
+
+import redis
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from openreel.settings import Settings
+from openreel.storage import LocalStorage
+from pipelines import registry
+from server import files_routes, health_routes, queue_routes, run_routes
+from server.auth import KeyCheck
+from server.errors import REQUEST_ID_HEADER, RequestIdMiddleware, install_error_handlers
+from server.requests import RequestService
+from server.vhosts import FalHostRouting
+
+
+def create_app(settings: Settings, redis_url: str) -> FastAPI:
+    app = FastAPI(title="openreel", summary="fal-compatible video generation API")
+    connection = redis.Redis.from_url(redis_url, health_check_interval=30)
+    app.state.settings = settings
+    app.state.redis = connection
+    app.state.endpoints = {e.id: e for e in registry.select(settings.endpoints)}
+    app.state.requests = RequestService(settings, connection)
+    app.state.storage = LocalStorage(settings.files_dir)
+    app.state.key_check = KeyCheck(settings, connection)
+
+    install_error_handlers(app)
+    for router in (queue_routes.router, run_routes.router, files_routes.router, health_routes.router):
+        app.include_router(router)
+
+    # Starlette runs the last added middleware first: CORS, then request ids, then routing.
+    app.add_middleware(FalHostRouting)
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=[REQUEST_ID_HEADER, "x-fal-request-timeout-type", "x-fal-error-type"],
+    )
+    return app

@@ -1,0 +1,109 @@
+"""fal's error shapes, and the ``x-fal-request-id`` header on every response.
+
+The Python client retries 5xx answers that lack ``x-fal-request-id``, and the JS client reads
+the id from that header, so every response carries it, errors included.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("openreel.api")
+
+REQUEST_ID_HEADER = "x-fal-request-id"
+
+
+class FalError(Exception):
+    """An error answered in fal's shape: ``{"detail": ..., "error_type"?: ...}``."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: Any,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status_code, self.detail, self.error_type = status_code, detail, error_type
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"detail": self.detail}
+        headers = dict(self.headers)
+        if self.error_type:
+            body["error_type"] = self.error_type
+            headers["x-fal-error-type"] = self.error_type
+        return JSONResponse(body, status_code=self.status_code, headers=headers)
+
+
+def validation_detail(error: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> list[dict[str, Any]]:
+    """pydantic errors as FastAPI words them: loc, msg, type, input and a JSON-safe ctx."""
+    detail = []
+    for item in error.errors(include_url=False):
+        entry: dict[str, Any] = {"loc": [*prefix, *item["loc"]], "msg": item["msg"], "type": item["type"]}
+        if "input" in item:
+            entry["input"] = item["input"]
+        if "ctx" in item:
+            entry["ctx"] = {key: _json_value(value) for key, value in item["ctx"].items()}
+        detail.append(entry)
+    return detail
+
+
+def _json_value(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if REQUEST_ID_HEADER not in headers:
+                    headers[REQUEST_ID_HEADER] = state.get("request_id") or str(uuid.uuid4())
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FalError)
+    async def _fal_error(request: Request, exc: FalError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(exc.errors(), custom_encoder={Exception: str})}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.error("queue backend error: %s", exc)
+        return FalError(503, "The queue backend is unavailable; retry shortly.", "runner_connection_error").response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return FalError(500, "Internal server error", "internal_error").response()

@@ -1,0 +1,136 @@
+"""fal's queue routes: submit, status, status stream, result, cancel.
+
+Submit uses the full endpoint id (subpath included); the request-id routes use only
+``{ns/}owner/alias``, as both official clients build them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from openreel.records import RequestRecord
+from pipelines.registry import Endpoint
+from server.auth import require_key
+from server.errors import FalError
+from server.requests import RequestService, SubmitOptions
+from server.status import status_body, submitted_body
+
+router = APIRouter(prefix="/queue", dependencies=[Depends(require_key)])
+
+LOGS_ON = {"1", "true", "yes"}
+
+
+def service(request: Request) -> RequestService:
+    return request.app.state.requests
+
+
+def queue_base(request: Request) -> str:
+    return request.state.vhost_base
+
+
+def find_endpoint(request: Request, endpoint_id: str) -> Endpoint:
+    endpoint = request.app.state.endpoints.get(endpoint_id.strip("/"))
+    if endpoint is None:
+        raise FalError(404, f"Endpoint '{endpoint_id}' is not served here")
+    return endpoint
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise FalError(
+            422, [{"loc": ["body"], "msg": f"Invalid JSON: {error}", "type": "json_invalid"}]
+        ) from None
+
+
+async def submit_request(request: Request, endpoint_id: str) -> RequestRecord:
+    """Shared by queue submit and sync run: validate, create the record, enqueue."""
+    endpoint = find_endpoint(request, endpoint_id)
+    payload = await read_json(request) if request.method != "GET" else dict(request.query_params)
+    options = SubmitOptions.from_headers(request.headers, request.query_params.get("fal_webhook"))
+    record = await run_in_threadpool(
+        service(request).submit, endpoint, payload, options, request.state.origin
+    )
+    request.state.request_id = record.request_id
+    return record
+
+
+@router.get("/{app:path}/requests/{request_id}/status")
+async def get_status(request: Request, app: str, request_id: str, logs: str = "0") -> JSONResponse:
+    request.state.request_id = request_id
+    body = await run_in_threadpool(_status, request, app, request_id, logs.lower() in LOGS_ON)
+    return JSONResponse(body, status_code=200 if body["status"] == "COMPLETED" else 202)
+
+
+def _status(request: Request, app: str, request_id: str, with_logs: bool) -> dict[str, Any]:
+    requests = service(request)
+    record = requests.get(app, request_id)
+    position = requests.queue_position(record) if record.status == "IN_QUEUE" else None
+    logs = requests.store.logs(request_id) if with_logs else None
+    return status_body(queue_base(request), record, logs, position)
+
+
+@router.get("/{app:path}/requests/{request_id}/status/stream")
+async def stream_status(request: Request, app: str, request_id: str, logs: str = "0") -> StreamingResponse:
+    request.state.request_id = request_id
+    with_logs = logs.lower() in LOGS_ON
+    await run_in_threadpool(service(request).get, app, request_id)  # 404 before the stream starts
+    return StreamingResponse(
+        _status_events(request, app, request_id, with_logs),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def _status_events(request: Request, app: str, request_id: str, with_logs: bool) -> AsyncIterator[str]:
+    """One event per change; each carries only log lines not sent before; ends after COMPLETED."""
+    requests = service(request)
+    poll_s = request.app.state.settings.poll_interval_s
+    sent_logs = 0
+    last: tuple[Any, ...] | None = None
+    while True:
+        record = await run_in_threadpool(requests.get, app, request_id)
+        new_logs = await run_in_threadpool(requests.store.logs, request_id, sent_logs) if with_logs else []
+        position = (
+            await run_in_threadpool(requests.queue_position, record) if record.status == "IN_QUEUE" else None
+        )
+        state = (record.status, position)
+        if state != last or new_logs:
+            sent_logs += len(new_logs)
+            body = status_body(queue_base(request), record, new_logs if with_logs else None, position)
+            yield f"data: {json.dumps(body)}\n\n"
+            last = state
+        if record.status == "COMPLETED" or await request.is_disconnected():
+            return
+        await asyncio.sleep(poll_s)
+
+
+@router.get("/{app:path}/requests/{request_id}")
+async def get_result(request: Request, app: str, request_id: str) -> JSONResponse:
+    request.state.request_id = request_id
+    return JSONResponse(await run_in_threadpool(service(request).result, app, request_id))
+
+
+@router.put("/{app:path}/requests/{request_id}/cancel")
+async def cancel(request: Request, app: str, request_id: str) -> JSONResponse:
+    request.state.request_id = request_id
+    status_code, outcome = await run_in_threadpool(service(request).cancel, app, request_id)
+    return JSONResponse({"status": outcome}, status_code=status_code)
+
+
+@router.post("/{endpoint_id:path}")
+async def submit(request: Request, endpoint_id: str) -> JSONResponse:
+    record = await submit_request(request, endpoint_id)
+    position = await run_in_threadpool(service(request).queue_position, record)
+    return JSONResponse(submitted_body(queue_base(request), record, position))

@@ -1,0 +1,85 @@
+"""What a pipeline runner gets for one request: progress/cancel reporting and the output writer.
+
+Every runner reports through the same ``Progress`` object, so log lines, stage timings and
+cancellation behave identically for all endpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.fal_types import File
+
+
+class RequestCancelled(Exception):
+    """Raised inside the pipeline to stop GPU work at the next step boundary."""
+
+
+class InputError(Exception):
+    """A request that passed schema validation but cannot be served (a 422 in fal's shape)."""
+
+    def __init__(self, loc: list[str | int], msg: str, error_type: str = "value_error") -> None:
+        super().__init__(msg)
+        self.detail = [{"loc": ["body", *loc], "msg": msg, "type": error_type}]
+
+
+@dataclass
+class Progress:
+    """The one progress/cancel adapter: stages, per-step callbacks, timings.
+
+    ``log`` publishes a line to the request's status logs; ``cancelled`` answers whether the
+    user asked to cancel. Raising (rather than setting the pipeline's ``interrupt`` flag) is
+    deliberate: diffusers still runs the VAE decode, the memory peak, after an interrupt.
+    """
+
+    log: Callable[[str], None]
+    cancelled: Callable[[], bool]
+    clock: Callable[[], float] = time.perf_counter
+    _timings: dict[str, float] = field(default_factory=dict)
+    _stage: str | None = None
+    _stage_started: float = 0.0
+
+    def stage(self, name: str) -> None:
+        """Close the current stage and open ``name``; a cancel request stops here too."""
+        self._close_stage()
+        self.check_cancelled()
+        self._stage, self._stage_started = name, self.clock()
+        self.log(name)
+
+    def finish(self) -> dict[str, float]:
+        """Close the last stage and return seconds per stage."""
+        self._close_stage()
+        return dict(self._timings)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise RequestCancelled("Request was cancelled")
+
+    def step_callback(self, total_steps: int) -> Callable[..., dict[str, Any]]:
+        """A diffusers ``callback_on_step_end`` that logs ``step i/N`` and honours cancellation."""
+
+        def on_step_end(pipe: object, step: int, timestep: object, callback_kwargs: dict[str, Any]) -> dict:
+            self.log(f"step {step + 1}/{total_steps}")
+            self.check_cancelled()
+            return callback_kwargs
+
+        return on_step_end
+
+    def _close_stage(self) -> None:
+        if self._stage is not None:
+            key = self._stage.replace(" ", "_")
+            self._timings[key] = self._timings.get(key, 0.0) + self.clock() - self._stage_started
+            self._stage = None
+
+
+@dataclass
+class JobContext:
+    """Per-request handles passed to ``Runner.run``."""
+
+    request_id: str
+    progress: Progress
+    write_video: Callable[..., File]
+    """``write_video(frames, fps, file_name="output.mp4") -> File``: frames are uint8 (F, H, W, 3)."""

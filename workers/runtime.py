@@ -1,0 +1,126 @@
+"""Running one request inside a worker: claim it, run its pipeline, record exactly one outcome.
+
+A request never raises out of here: every failure becomes a COMPLETED record with fal's
+``error``/``error_type``, and the worker goes on serving (an out-of-memory included).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis
+import torch
+from pydantic import BaseModel, ValidationError
+
+from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestError
+from openreel.settings import Settings
+from openreel.storage import LocalStorage
+from pipelines.registry import ENDPOINTS
+from workers.context import InputError, JobContext, Progress, RequestCancelled
+from workers.outputs import OutputWriter
+
+log = logging.getLogger("openreel.worker")
+
+
+class Runner(Protocol):
+    endpoint_id: str
+
+    def warm_up(self) -> None: ...
+
+    def run(self, request: Any, ctx: JobContext) -> BaseModel: ...
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Runtime:
+    def __init__(
+        self, settings: Settings, connection: redis.Redis, runners: dict[str, Runner], worker_name: str
+    ) -> None:
+        self.settings = settings
+        self.store = RecordStore(connection, settings.retention_s)
+        self.storage = LocalStorage(settings.files_dir)
+        self.runners = runners
+        self.worker_name = worker_name
+
+    def execute(self, request_id: str) -> None:
+        claim = self.store.claim(request_id, self.worker_name)
+        if claim == "expired":
+            self.store.complete(request_id, error=TIMEOUT_ERROR)
+            return
+        if claim != "claimed":
+            log.info("skipping %s: %s", request_id, claim)
+            return
+        record = self.store.get(request_id)
+        assert record is not None
+        self.store.log(request_id, f"started on worker {self.worker_name} (attempt {record.attempts})")
+        error: RequestError | None = None
+        output: dict[str, Any] | None = None
+        try:
+            output = self._run(request_id, record.endpoint, record.input, record.files_base_url)
+        except RequestCancelled:
+            error = CANCELLED_ERROR
+        except InputError as exc:
+            error = RequestError(status_code=422, detail=exc.detail, error_type="invalid_input")
+        except ValidationError as exc:
+            detail = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+            error = RequestError(status_code=422, detail=detail, error_type="invalid_input")
+        except Exception as exc:  # noqa: BLE001 - every failure must end the request, not the worker
+            if is_out_of_memory(exc):
+                log.warning("request %s ran out of memory: %s", request_id, exc)
+                error = RequestError(
+                    status_code=500,
+                    detail=f"The worker ran out of memory for this request ({exc}). "
+                    "Try a smaller size or fewer steps.",
+                    error_type="out_of_memory",
+                )
+            else:
+                log.exception("request %s failed", request_id)
+                error = RequestError(status_code=500, detail=f"{type(exc).__name__}: {exc}", error_type="internal_error")
+        finally:
+            release_memory()
+        if error is not None:
+            self.store.log(request_id, error.message, level="ERROR")
+        self.store.complete(request_id, output=output, error=error)
+
+    def _run(self, request_id: str, endpoint_id: str, payload: Any, files_base_url: str) -> dict[str, Any]:
+        runner = self.runners.get(endpoint_id)
+        if runner is None:
+            raise RuntimeError(f"this worker does not serve {endpoint_id}")
+        request = ENDPOINTS[endpoint_id].input_model.model_validate(payload)
+        progress = Progress(
+            log=lambda message: self.store.log(request_id, message),
+            cancelled=lambda: self.store.cancel_requested(request_id),
+        )
+        writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp")
+        ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video)
+        with torch.inference_mode():
+            result = runner.run(request, ctx)
+        return result.model_dump(mode="json", exclude_none=True)
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("no openreel worker runtime in this process")
+    return _current
