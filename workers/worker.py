@@ -29,13 +29,9 @@ log = logging.getLogger("openreel.worker")
 
 class GpuWorker(SimpleWorker):
     def __init__(self, queue_list: list[Queue], *, settings: Settings, **kwargs: object) -> None:
-        super().__init__(
-            queue_list,
-            maintenance_interval=settings.maintenance_s,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        self.settings = settings
+        self.settings = settings  # read by dequeue_timeout, which RQ's __init__ already calls
         self.running: Job | None = None
+        super().__init__(queue_list, maintenance_interval=settings.maintenance_s, **kwargs)  # type: ignore[arg-type]
 
     @property
     def dequeue_timeout(self) -> int:

@@ -1,0 +1,1 @@
+"""Model weights: where each Hugging Face repo comes from under the "tiny" and "full" presets."""
