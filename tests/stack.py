@@ -7,9 +7,11 @@ import datetime as dt
 import ipaddress
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +104,13 @@ class Stack:
         env.update(self.env)
         return env
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an HTTP client needs to trust this stack's certificate."""
+        return ssl.create_default_context(cafile=str(self.tls.cert)) if self.tls else True
+
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, verify=str(self.tls.cert) if self.tls else True, timeout=30)
+        return httpx.Client(base_url=self.base_url, verify=self.verify, timeout=30)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 180) -> Stack:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -158,3 +165,11 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 60, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval_s)
