@@ -17,8 +17,8 @@ from tests.stack import Stack, wait_until
 
 APP = "fal-ai/cogvideox-5b"
 SMALL = {"prompt": "a red kite over dunes", "video_size": {"width": 64, "height": 48}, "num_inference_steps": 4}
-# Slow enough on the tiny preset to be caught running (about a second per ten steps).
-SLOW = {"prompt": "a slow one", "video_size": {"width": 256, "height": 256}, "num_inference_steps": 50}
+# On the tiny preset: ~7 s of denoising (cancellable at each step), then ~9 s of VAE decode.
+SLOW = {"prompt": "a slow one", "video_size": {"width": 320, "height": 320}, "num_inference_steps": 50}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from tests.stack import Stack
 
 JS_DIR = Path(__file__).parent / "js"
 SMALL = {"prompt": "a paper boat on a river", "video_size": {"width": 48, "height": 32}, "num_inference_steps": 3}
-SLOW = {"prompt": "slow", "video_size": {"width": 256, "height": 256}, "num_inference_steps": 50}
+SLOW = {"prompt": "slow", "video_size": {"width": 320, "height": 320}, "num_inference_steps": 50}
 MODES = ["middleware", "proxy"]
 
 pytestmark = pytest.mark.skipif(
