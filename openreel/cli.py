@@ -67,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_endpoints(worker)
 
     keys = commands.add_parser("keys", help="API keys kept (hashed) in Redis")
-    _add_common(keys)
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key and print it once")
     create.add_argument("--name", default="default", help="a label for the key")
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key")
+    for key_command in (create, revoke):
+        _add_common(key_command)
 
     tiny = commands.add_parser("make-tiny-models", help="generate the tiny random-weight repos offline")
     tiny.add_argument("directory", type=Path)

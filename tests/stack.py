@@ -110,7 +110,9 @@ class Stack:
         return ssl.create_default_context(cafile=str(self.tls.cert)) if self.tls else True
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, verify=self.verify, timeout=30)
+        keys = self.env.get("OPENREEL_API_KEYS")
+        headers = {"Authorization": f"Key {keys.split(',')[0]}"} if keys else {}
+        return httpx.Client(base_url=self.base_url, verify=self.verify, timeout=30, headers=headers)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 180) -> Stack:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-# Before diffusers/transformers are imported: any hub access must fail loudly, not download.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import imageio_ffmpeg
 import numpy as np
@@ -24,39 +16,41 @@ from models import presets
 from pipelines.cogvideox.runner import NUM_FRAMES, T2V_REPO, CogVideoXComponents, TextToVideo, load_family
 from pipelines.cogvideox.schema import TextToVideoInput
 from pipelines.fal_types import File, ImageSize
+from openreel.storage import LocalStorage
 from workers.context import JobContext, Progress, RequestCancelled
+from workers.outputs import OutputWriter
 
 # Non-square, so a swapped width/height shows up.
 WIDTH, HEIGHT = 64, 48
 STEPS = 3
-STAGES = ["encoding prompt", "denoising", "decoding", "encoding video"]
+STAGES = ["encoding prompt", "denoising", "decoding", "encoding video", "uploading"]
+FILES_BASE = "http://files.test"
 
 
 @dataclass
 class Recorded:
     logs: list[str] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)
+    storage: LocalStorage | None = None
+
+    def path_of(self, url: str) -> Path:
+        path = self.storage.path_of(url.removeprefix(f"{FILES_BASE}/files/"))  # type: ignore[union-attr]
+        assert path is not None, url
+        return path
 
 
 def make_context(out_dir: Path, cancel_when=lambda logs: False) -> tuple[JobContext, Recorded]:
-    """A real JobContext whose videos are H.264 files in ``out_dir``; ``cancel_when(logs)``
-    plays the user pressing cancel."""
+    """A real JobContext writing through the worker's output writer into local storage;
+    ``cancel_when(logs)`` plays the user pressing cancel."""
     recorded = Recorded()
+    progress = Progress(log=recorded.logs.append, cancelled=lambda: cancel_when(recorded.logs))
+    writer = OutputWriter(LocalStorage(out_dir / "files"), FILES_BASE, progress, out_dir / "tmp")
 
     def write_video(frames: np.ndarray, fps: int, file_name: str = "output.mp4") -> File:
         recorded.frames.append(frames)
-        path = out_dir / file_name
-        height, width = frames.shape[1:3]
-        writer = imageio_ffmpeg.write_frames(
-            str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p"
-        )
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-        return File(url=path.as_uri(), content_type="video/mp4", file_name=file_name, file_size=path.stat().st_size)
+        return writer.write_video(frames, fps, file_name)
 
-    progress = Progress(log=recorded.logs.append, cancelled=lambda: cancel_when(recorded.logs))
+    recorded.storage = writer.storage
     return JobContext(request_id="test", progress=progress, write_video=write_video), recorded
 
 
@@ -72,19 +66,10 @@ def request(**overrides) -> TextToVideoInput:
     return TextToVideoInput(**{**fields, **overrides})
 
 
-def local_path(url: str) -> Path:
-    return Path(url2pathname(urlparse(url).path))
-
-
-def read_video(url: str) -> tuple[dict, list[bytes]]:
-    reader = imageio_ffmpeg.read_frames(str(local_path(url)))
+def read_video(path: Path) -> tuple[dict, list[bytes]]:
+    reader = imageio_ffmpeg.read_frames(str(path))
     meta = next(reader)
     return meta, list(reader)
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +90,12 @@ def test_video_has_49_frames_at_the_requested_size(first_run) -> None:
     assert output.seed == 7 and output.prompt == request().prompt
     (frames,) = recorded.frames
     assert frames.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
-    meta, encoded = read_video(output.video.url)
+    path = recorded.path_of(output.video.url)
+    meta, encoded = read_video(path)
     assert meta["size"] == (WIDTH, HEIGHT)
     assert meta["fps"] == 8
     assert len(encoded) == NUM_FRAMES
-    assert output.video.file_size == local_path(output.video.url).stat().st_size
+    assert output.video.file_size == path.stat().st_size
 
 
 def test_progress_reports_stages_steps_and_timings(first_run) -> None:
@@ -175,7 +161,7 @@ def test_weights_come_from_the_generated_repo_via_from_pretrained(
 
     monkeypatch.setattr(CogVideoXPipeline, "from_pretrained", classmethod(spy))
     components = CogVideoXComponents.load(preset="tiny", models_dir=models_dir, device="cpu")
-    assert calls == [((str(location),), {"torch_dtype": torch.float32})]
+    assert calls == [((str(location),), {"dtype": torch.float32})]
     assert components.location == t2v.components.location == str(location)
 
     # The THUDM demo's sampler replaces the repo's DDIM at load time.

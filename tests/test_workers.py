@@ -142,3 +142,13 @@ def test_a_killed_worker_s_request_is_run_again_by_another_worker(make_stack: An
         wait_until(lambda: completed(http, once), timeout_s=120)
         result = http.get(f"/queue/{APP}/requests/{once}")
         assert (result.status_code, result.json()["error_type"]) == (503, "runner_disconnected")
+
+
+def test_a_long_job_is_not_taken_for_abandoned_while_its_worker_lives(stack: Stack) -> None:
+    """The run outlasts the heartbeat TTL many times over while the other worker sweeps every second."""
+    with stack.client() as http:
+        request_id = submit(http, SLOW)
+        wait_until(lambda: completed(http, request_id), timeout_s=180)
+        record = records(stack).get(request_id)
+        assert record is not None and record.error is None and record.attempts == 1
+        assert record.inference_time > 3 * int(stack.child_env()["OPENREEL_HEARTBEAT_TTL_S"])  # type: ignore[operator]

@@ -64,7 +64,7 @@ class CogVideoXComponents:
         dtype = dtype_for(torch_device)
         # One loading path for both presets: "tiny" only changes where the repo lives.
         location = resolve(T2V_REPO, preset, Path(models_dir))
-        pipe = CogVideoXPipeline.from_pretrained(location, torch_dtype=dtype)
+        pipe = CogVideoXPipeline.from_pretrained(location, dtype=dtype)
         pipe.to(torch_device)
         log.info("loaded %s from %s on %s (%s)", T2V_REPO, location, torch_device, dtype)
         return cls(modules=dict(pipe.components), location=location, device=torch_device, dtype=dtype)
