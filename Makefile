@@ -16,7 +16,6 @@ else
 TORCH_SPEC ?= torch==$(TORCH_VERSION)+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 endif
-TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -36,7 +35,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARG) "$(TORCH_SPEC)"
+	# The configured package sources first (a local wheelhouse may carry the build); the
+	# PyTorch index only when they lack it, as that index is slow to ask for every dependency.
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 

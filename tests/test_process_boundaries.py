@@ -86,3 +86,8 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path, models_dir: Path) -> None:
         return not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
     wait_until(lambda: all(gone(pid) for pid in children), timeout_s=30)
+
+
+def test_the_settings_reference_is_generated_from_the_code() -> None:
+    script = Path(__file__).parents[1] / "scripts" / "gen_settings_doc.py"
+    assert subprocess.run([sys.executable, str(script), "--check"]).returncode == 0, "run scripts/gen_settings_doc.py"
