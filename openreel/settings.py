@@ -96,7 +96,76 @@ class Settings(BaseSettings):
         None, description="Where tiny weights are generated. Default <data_dir>/models."
     )
 
-    @field_validator("api_keys", "endpoints", mode="before")
+    # --- output storage --------------------------------------------------------------------
+    storage: Literal["local", "s3"] = Field(
+        "local", description="Output and upload storage: 'local' (data_dir/files, served at /files) or 's3'. Default local."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://minio:9000. Default unset: AWS S3 itself."
+    )
+    s3_bucket: str | None = Field(None, description="Bucket for outputs and uploads; required when storage=s3.")
+    s3_region: str = Field("us-east-1", description="S3 region. Default us-east-1.")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id. Default: boto3's credential chain.")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret key. Default: boto3's credential chain.")
+    s3_public_base_url: str | None = Field(
+        None,
+        description="Public URL prefix of the bucket (objects must be readable there). "
+        "Default unset: presigned GET URLs are handed out instead.",
+    )
+    s3_presign_expiry_s: int = Field(
+        7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs in seconds. Default 7 days."
+    )
+    storage_sweep_s: int = Field(
+        300, ge=1, description="Seconds between sweeps deleting expired local files. Default 300."
+    )
+
+    # --- uploads ---------------------------------------------------------------------------
+    upload_max_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest accepted upload in bytes. Default 2 GiB."
+    )
+    upload_url_expiry_s: int = Field(
+        3600, ge=10, description="Seconds a presigned upload URL (and an unfinished multipart upload) stays valid. "
+        "Default 3600.",
+    )
+
+    # --- input fetching (file URLs in requests) and webhooks ------------------------------
+    fetch_allow: CsvList = Field(
+        default_factory=list,
+        description="Host names, addresses or CIDRs that input fetches and webhooks may reach although they are "
+        "loopback, private, link-local or metadata addresses; comma-separated. Default none.",
+    )
+    fetch_max_bytes: int = Field(
+        1024**3, ge=1, description="Largest input file fetched from a URL, in bytes. Default 1 GiB."
+    )
+    data_uri_max_bytes: int = Field(
+        64 * 1024**2, ge=1, description="Largest decoded data: URI input, in bytes. Default 64 MiB."
+    )
+    fetch_connect_timeout_s: float = Field(10.0, gt=0, description="Connect timeout of input fetches, seconds. Default 10.")
+    fetch_read_timeout_s: float = Field(60.0, gt=0, description="Read timeout of input fetches, seconds. Default 60.")
+    fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed by input fetches. Default 5.")
+    input_video_max_seconds: float = Field(
+        60.0, gt=0, description="Longest input video accepted, in seconds. Default 60."
+    )
+    input_video_max_side: int = Field(
+        4096, ge=16, description="Largest width or height of an input video or image, in pixels. Default 4096."
+    )
+    input_video_max_frames: int = Field(
+        2000, ge=1, description="Most frames decoded from one input video. Default 2000."
+    )
+    webhook_timeout_s: float = Field(15.0, gt=0, description="Timeout of one webhook delivery try, seconds. Default 15.")
+    webhook_max_attempts: int = Field(
+        10, ge=1, le=50, description="Webhook delivery tries before giving up. Default 10."
+    )
+    webhook_retry_window_s: int = Field(
+        7200, ge=1, description="Seconds over which webhook retries are spread (exponential backoff). Default 2 h."
+    )
+    webhook_key_file: Path | None = Field(
+        None,
+        description="PEM Ed25519 private key that signs webhooks. Default unset: a key generated on first start "
+        "and kept in Redis, so every process sharing the Redis signs with it.",
+    )
+
+    @field_validator("api_keys", "endpoints", "fetch_allow", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -107,6 +176,8 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.heartbeat_ttl_s <= self.heartbeat_s:
             raise ValueError("heartbeat_ttl_s must exceed heartbeat_s, or live workers look dead")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("storage=s3 needs s3_bucket")
         return self
 
     @property
