@@ -15,6 +15,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -36,6 +37,15 @@ IPV4_SUFFIX_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_netwo
 
 class AddressRefused(Exception):
     """The URL's scheme or address is not one this server may contact."""
+
+
+def is_web_url(url: str) -> bool:
+    """An absolute http(s) URL with a host: the only kind worth handing to the guard."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ALLOWED_SCHEMES and bool(parts.hostname)
+    except ValueError:
+        return False
 
 
 def system_resolve(host: str, port: int) -> list[str]:

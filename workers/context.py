@@ -1,4 +1,5 @@
-"""What a pipeline runner gets for one request: progress/cancel reporting and the output writer.
+"""What a pipeline runner gets for one request: progress/cancel reporting, input files and the
+output writer.
 
 Every runner reports through the same ``Progress`` object, so log lines, stage timings and
 cancellation behave identically for all endpoints.
@@ -9,9 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.fal_types import File
+
+if TYPE_CHECKING:
+    from workers.inputs import InputResolver  # which imports InputError from here
 
 
 class RequestCancelled(Exception):
@@ -83,3 +87,6 @@ class JobContext:
     progress: Progress
     write_video: Callable[..., File]
     """``write_video(frames, fps, file_name="output.mp4") -> File``: frames are uint8 (F, H, W, 3)."""
+    inputs: InputResolver | None = None
+    """File inputs: ``inputs.video(url, loc)``, ``inputs.image(url, loc)``, ``inputs.file(url, loc)``.
+    Always set by the runtime; runner unit tests that pass no files may leave it out."""

@@ -20,6 +20,7 @@ from openreel.settings import Settings
 from openreel.storage import LocalStorage
 from pipelines.registry import ENDPOINTS
 from workers.context import InputError, JobContext, Progress, RequestCancelled
+from workers.inputs import InputResolver
 from workers.outputs import OutputWriter
 
 log = logging.getLogger("openreel.worker")
@@ -106,7 +107,8 @@ class Runtime:
             cancelled=lambda: self.store.cancel_requested(request_id),
         )
         writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp")
-        ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video)
+        inputs = InputResolver(self.settings, self.storage, progress)
+        ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video, inputs=inputs)
         with torch.inference_mode():
             result = runner.run(request, ctx)
         return result.model_dump(mode="json", exclude_none=True)
