@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(worker)
     _add_endpoints(worker)
 
+    io_worker = commands.add_parser("io-worker", help="webhook delivery and storage sweeps, against a shared Redis")
+    _add_common(io_worker)
+
     keys = commands.add_parser("keys", help="API keys kept (hashed) in Redis")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key and print it once")
@@ -132,28 +135,30 @@ def serve_api(settings: Settings, redis_url: str) -> None:
 
 
 class WorkerSupervisor:
-    """Keeps N worker processes running; one that dies is replaced (its job is re-queued by RQ)."""
+    """Keeps N worker processes and one io-worker running; one that dies is replaced (its job
+    is re-queued by RQ)."""
 
     def __init__(self, settings: Settings, count: int) -> None:
         self.env = child_env(settings)
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.count = count
+        self.commands = ["io-worker"] + ["worker"] * count
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "openreel.cli", "worker"], env=self.env)
+    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "openreel.cli", command], env=self.env)
 
     def start(self) -> None:
-        self.processes = [self._spawn() for _ in range(self.count)]
+        self.processes = [self._spawn(command) for command in self.commands]
         self.thread.start()
 
     def _watch(self) -> None:
         while not self.stopping.wait(WORKER_RESTART_DELAY_S):
             for index, process in enumerate(self.processes):
                 if process.poll() is not None and not self.stopping.is_set():
-                    log.warning("worker pid %s exited with %s; starting a replacement", process.pid, process.returncode)
-                    self.processes[index] = self._spawn()
+                    command, code = self.commands[index], process.returncode
+                    log.warning("%s pid %s exited with %s; starting a replacement", command, process.pid, code)
+                    self.processes[index] = self._spawn(command)
 
     def stop(self, grace_s: float = 10.0) -> None:
         self.stopping.set()
@@ -228,6 +233,10 @@ def main(argv: list[str] | None = None) -> None:
             from workers.worker import run_worker
 
             run_worker(settings, shared_redis_url(settings))
+        elif args.command == "io-worker":
+            from openreel.io_worker import run_io_worker
+
+            run_io_worker(settings, shared_redis_url(settings))
         elif args.command == "keys":
             run_keys(args, settings)
     except (StartupError, ValidationError) as error:

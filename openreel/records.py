@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -136,12 +137,21 @@ return 1
 """
 
 
-class RecordStore:
-    """Reads and state transitions of request records; one instance per process."""
+# Called once per request that reaches COMPLETED with a webhook URL (openreel.webhooks.WebhookQueue).
+WebhookHook = Callable[[RequestRecord, dict[str, Any] | None, RequestError | None], None]
 
-    def __init__(self, connection: redis.Redis, retention_s: int) -> None:
+
+class RecordStore:
+    """Reads and state transitions of request records; one instance per process.
+
+    Processes that complete requests pass ``webhooks``, so every way a request can end
+    (result, cancel, start timeout, lost worker) sends its webhook from ``complete``.
+    """
+
+    def __init__(self, connection: redis.Redis, retention_s: int, webhooks: WebhookHook | None = None) -> None:
         self.redis = connection
         self.retention_s = retention_s
+        self.webhooks = webhooks
         self._claim = connection.register_script(_CLAIM)
         self._finish = connection.register_script(_FINISH)
         self._request_cancel = connection.register_script(_REQUEST_CANCEL)
@@ -186,6 +196,8 @@ class RecordStore:
         for key, value in fields.items():
             args += [key, json.dumps(value)]
         done = self._finish(keys=[record_key(request_id), logs_key(request_id)], args=args)
+        if done and record is not None and record.webhook_url and self.webhooks is not None:
+            self.webhooks(record, output, error)
         return bool(done)
 
     def request_cancel(self, request_id: str) -> str:

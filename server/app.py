@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from openreel.settings import Settings
+from openreel.signing import jwks, load_signing_key
 from openreel.storage import LocalStorage
 from pipelines import registry
-from server import files_routes, health_routes, queue_routes, run_routes
+from server import files_routes, health_routes, jwks_routes, queue_routes, run_routes
 from server.auth import KeyCheck
 from server.errors import REQUEST_ID_HEADER, RequestIdMiddleware, install_error_handlers
 from server.requests import RequestService
@@ -29,10 +30,12 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     app.state.requests = RequestService(settings, connection)
     app.state.storage = LocalStorage(settings.files_dir)
     app.state.key_check = KeyCheck(settings, connection)
+    app.state.jwks = jwks(load_signing_key(settings, connection))  # made here on the first start
 
     install_error_handlers(app)
     for router in (queue_routes.router, run_routes.router, files_routes.router, health_routes.router):
         app.include_router(router)
+    app.include_router(jwks_routes.router)
 
     # Starlette runs the last added middleware first: CORS, then request ids, then routing.
     app.add_middleware(FalHostRouting)

@@ -15,8 +15,10 @@ import redis
 from pydantic import ValidationError
 
 from openreel import queues
+from openreel.netguard import is_web_url
 from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestRecord
 from openreel.settings import Settings
+from openreel.webhooks import WebhookQueue
 from pipelines.registry import Endpoint
 from server.errors import FalError, validation_detail
 
@@ -51,6 +53,9 @@ class SubmitOptions:
                 raise _header_error("x-fal-request-timeout", "must be greater than 0")
         store_io = headers.get("x-fal-store-io", "1").strip().lower() not in FALSE_WORDS
         no_retry = headers.get("x-fal-no-retry", "").strip().lower() in TRUE_WORDS
+        if webhook_url is not None and not is_web_url(webhook_url):
+            detail = [{"loc": ["query", "fal_webhook"], "msg": "must be an http(s) URL", "type": "value_error"}]
+            raise FalError(422, detail)
         return cls(priority, start_timeout_s, no_retry, store_io, webhook_url)  # type: ignore[arg-type]
 
 
@@ -69,7 +74,7 @@ class RequestService:
     def __init__(self, settings: Settings, connection: redis.Redis) -> None:
         self.settings = settings
         self.redis = connection
-        self.store = RecordStore(connection, settings.retention_s)
+        self.store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
 
     def submit(
         self, endpoint: Endpoint, payload: Any, options: SubmitOptions, files_base_url: str

@@ -19,7 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 PROXY_PATH = "/api/fal/proxy"
 VHOST_PREFIXES = ("queue", "run", "rest", "cdn")
 # Paths the server itself owns: never rewritten by Host header.
-OWN_PREFIXES = tuple(f"/{p}/" for p in VHOST_PREFIXES) + ("/files/", "/health", "/docs", "/openapi.json")
+OWN_PREFIXES = tuple(f"/{p}/" for p in VHOST_PREFIXES) + (
+    "/files/", "/health", "/docs", "/openapi.json", "/.well-known/"
+)
 
 
 def vhost_of(hostname: str) -> str:

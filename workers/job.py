@@ -11,6 +11,7 @@ from rq.job import Job
 
 from openreel.records import WORKER_LOST_ERROR, RecordStore, RequestError
 from openreel.settings import load_settings
+from openreel.webhooks import WebhookQueue
 from workers import runtime
 
 log = logging.getLogger("openreel.worker")
@@ -23,7 +24,8 @@ def run_request(request_id: str) -> None:
 def on_job_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: Any, traceback: Any) -> None:
     """RQ's failure callback. ``run_request`` never raises, so in practice this is RQ's sweeper
     finding the job of a worker that died (kill -9, OOM killer, lost host): re-queue or fail."""
-    store = RecordStore(connection, load_settings().retention_s)
+    settings = load_settings()
+    store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
     request_id = job.id
     if exc_type is AbandonedJobError:
         if job.retries_left:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestError
 from openreel.settings import Settings
 from openreel.storage import LocalStorage
+from openreel.webhooks import WebhookQueue
 from pipelines.registry import ENDPOINTS
 from workers.context import InputError, JobContext, Progress, RequestCancelled
 from workers.inputs import InputResolver
@@ -52,7 +53,7 @@ class Runtime:
         self, settings: Settings, connection: redis.Redis, runners: dict[str, Runner], worker_name: str
     ) -> None:
         self.settings = settings
-        self.store = RecordStore(connection, settings.retention_s)
+        self.store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
         self.storage = LocalStorage(settings.files_dir)
         self.runners = runners
         self.worker_name = worker_name
