@@ -33,7 +33,9 @@ TINY = {"prompt": "bench", "video_size": {"width": 32, "height": 32}, "num_infer
 STATUS_POLL_S = 0.005
 
 
-def start_stack(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_stack(
+    data_dir: Path, workers: int, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENREEL_")}
     env |= {
@@ -42,6 +44,7 @@ def start_stack(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], 
         "OPENREEL_WORKERS": str(workers),
         "OPENREEL_MODELS": "tiny",
         "HF_HUB_OFFLINE": "1",
+        **(settings or {}),
     }
     log = open(data_dir.parent / f"up-{workers}.log", "wb")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen([sys.executable, "-m", "openreel.cli", "up"], env=env, stdout=log, stderr=log)
