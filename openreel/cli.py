@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from openreel.child_process import die_with_parent
 from openreel.redis_server import EmbeddedRedis, running_url
 from openreel.settings import Settings, child_env, load_settings
 
@@ -146,7 +147,9 @@ class WorkerSupervisor:
         self.thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def _spawn(self, command: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "openreel.cli", command], env=self.env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "openreel.cli", command], env=self.env, preexec_fn=die_with_parent
+        )
 
     def start(self) -> None:
         self.processes = [self._spawn(command) for command in self.commands]

