@@ -70,6 +70,7 @@ class RequestRecord(BaseModel):
     no_retry: bool = False
     store_io: bool = True
     webhook_url: str | None = None
+    object_lifetime_s: int | None = Field(None, description="Seconds output files are kept (lifecycle header).")
     files_base_url: str = Field(description="Base of the URLs of output files.")
     worker: str | None = None
     attempts: int = 0

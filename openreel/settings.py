@@ -116,7 +116,10 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs in seconds. Default 7 days."
     )
     storage_sweep_s: int = Field(
-        300, ge=1, description="Seconds between sweeps deleting expired local files. Default 300."
+        300,
+        ge=1,
+        description="Seconds between the io-worker's sweeps deleting expired files and abandoned multipart uploads "
+        "(both backends). Default 300.",
     )
 
     # --- uploads ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from openreel.settings import Settings
 from openreel.signing import jwks, load_signing_key
-from openreel.storage import LocalStorage
+from openreel.storage import make_storage
 from pipelines import registry
 from server import files_routes, health_routes, jwks_routes, queue_routes, run_routes
 from server.auth import KeyCheck
@@ -28,7 +28,7 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     app.state.redis = connection
     app.state.endpoints = {e.id: e for e in registry.select(settings.endpoints)}
     app.state.requests = RequestService(settings, connection)
-    app.state.storage = LocalStorage(settings.files_dir)
+    app.state.storage = make_storage(settings, connection)
     app.state.key_check = KeyCheck(settings, connection)
     app.state.jwks = jwks(load_signing_key(settings, connection))  # made here on the first start
 

@@ -6,6 +6,7 @@ because RQ and the record store speak synchronous Redis.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class SubmitOptions:
     no_retry: bool = False
     store_io: bool = True
     webhook_url: str | None = None
+    object_lifetime_s: int | None = None
 
     @classmethod
     def from_headers(cls, headers: Any, webhook_url: str | None) -> SubmitOptions:
@@ -56,7 +58,32 @@ class SubmitOptions:
         if webhook_url is not None and not is_web_url(webhook_url):
             detail = [{"loc": ["query", "fal_webhook"], "msg": "must be an http(s) URL", "type": "value_error"}]
             raise FalError(422, detail)
-        return cls(priority, start_timeout_s, no_retry, store_io, webhook_url)  # type: ignore[arg-type]
+        lifetime_s = object_lifetime_s(headers)
+        return cls(priority, start_timeout_s, no_retry, store_io, webhook_url, lifetime_s)  # type: ignore[arg-type]
+
+
+LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"
+# fal's CDN upload routes read this older name; the clients send it (alone, from JS) on uploads.
+UPLOAD_LIFECYCLE_HEADER = "x-fal-object-lifecycle"
+
+
+def object_lifetime_s(headers: Any, names: tuple[str, ...] = (LIFECYCLE_HEADER,)) -> int | None:
+    """``expiration_duration_seconds`` of the first lifecycle header present; None keeps files."""
+    for name in names:
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            preference = json.loads(raw)
+        except ValueError:
+            raise _header_error(name, 'must be JSON such as {"expiration_duration_seconds": 3600}') from None
+        if not isinstance(preference, dict):
+            raise _header_error(name, "must be a JSON object")
+        seconds = preference.get("expiration_duration_seconds")
+        if seconds is not None and (type(seconds) is not int or seconds <= 0):
+            raise _header_error(name, "expiration_duration_seconds must be a positive whole number")
+        return seconds
+    return None
 
 
 def _header_error(name: str, msg: str) -> FalError:
@@ -96,6 +123,7 @@ class RequestService:
             no_retry=options.no_retry,
             store_io=options.store_io,
             webhook_url=options.webhook_url,
+            object_lifetime_s=options.object_lifetime_s,
             files_base_url=self.settings.public_url or files_base_url,
         )
         queues.submit(

@@ -13,6 +13,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+import redis  # noqa: E402
+
+from openreel.redis_server import EmbeddedRedis  # noqa: E402
 from tests.stack import Certificate, Stack, make_certificate  # noqa: E402
 
 API_KEY = "test-key-id:test-key-secret"
@@ -22,6 +25,15 @@ API_KEY = "test-key-id:test-key-secret"
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny weights are generated once per session, by the first worker that needs them."""
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def redis_connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
+    """A Redis of its own, for code under test outside a stack (storage keeps its bookkeeping there)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    connection = redis.Redis.from_url(server.start())
+    yield connection
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import redis
 import torch
 from diffusers import CogVideoXPipeline
 
@@ -39,12 +40,14 @@ class Recorded:
         return path
 
 
-def make_context(out_dir: Path, cancel_when=lambda logs: False) -> tuple[JobContext, Recorded]:
+def make_context(
+    out_dir: Path, connection: redis.Redis, cancel_when=lambda logs: False
+) -> tuple[JobContext, Recorded]:
     """A real JobContext writing through the worker's output writer into local storage;
     ``cancel_when(logs)`` plays the user pressing cancel."""
     recorded = Recorded()
     progress = Progress(log=recorded.logs.append, cancelled=lambda: cancel_when(recorded.logs))
-    writer = OutputWriter(LocalStorage(out_dir / "files"), FILES_BASE, progress, out_dir / "tmp")
+    writer = OutputWriter(LocalStorage(out_dir / "files", connection, 3600), FILES_BASE, progress, out_dir / "tmp")
 
     def write_video(frames: np.ndarray, fps: int, file_name: str = "output.mp4") -> File:
         recorded.frames.append(frames)
@@ -80,8 +83,8 @@ def t2v(models_dir: Path) -> TextToVideo:
 
 
 @pytest.fixture(scope="module")
-def first_run(t2v: TextToVideo, tmp_path_factory: pytest.TempPathFactory):
-    ctx, recorded = make_context(tmp_path_factory.mktemp("first"))
+def first_run(t2v: TextToVideo, tmp_path_factory: pytest.TempPathFactory, redis_connection: redis.Redis):
+    ctx, recorded = make_context(tmp_path_factory.mktemp("first"), redis_connection)
     return t2v.run(request(), ctx), recorded
 
 
@@ -106,32 +109,40 @@ def test_progress_reports_stages_steps_and_timings(first_run) -> None:
     assert all(seconds >= 0 for seconds in output.timings.values())
 
 
-def test_same_seed_same_video_other_seed_other_video(t2v: TextToVideo, first_run, tmp_path: Path) -> None:
+def test_same_seed_same_video_other_seed_other_video(
+    t2v: TextToVideo, first_run, tmp_path: Path, redis_connection: redis.Redis
+) -> None:
     (reference,) = first_run[1].frames
-    ctx, same = make_context(tmp_path)
+    ctx, same = make_context(tmp_path, redis_connection)
     t2v.run(request(), ctx)
     np.testing.assert_array_equal(same.frames[0], reference)
 
-    ctx, other = make_context(tmp_path)
+    ctx, other = make_context(tmp_path, redis_connection)
     t2v.run(request(seed=8), ctx)
     assert np.abs(other.frames[0].astype(int) - reference).mean() > 1.0
 
 
-def test_random_seed_is_reported_and_rife_request_is_logged(t2v: TextToVideo, tmp_path: Path) -> None:
-    ctx, recorded = make_context(tmp_path)
+def test_random_seed_is_reported_and_rife_request_is_logged(
+    t2v: TextToVideo, tmp_path: Path, redis_connection: redis.Redis
+) -> None:
+    ctx, recorded = make_context(tmp_path, redis_connection)
     output = t2v.run(request(seed=None, use_rife=True, num_inference_steps=1), ctx)
     assert 0 <= output.seed < 2**31
     assert any("without interpolation" in line for line in recorded.logs)
 
 
-def test_guidance_scale_one_skips_classifier_free_guidance(t2v: TextToVideo, tmp_path: Path) -> None:
-    ctx, recorded = make_context(tmp_path)
+def test_guidance_scale_one_skips_classifier_free_guidance(
+    t2v: TextToVideo, tmp_path: Path, redis_connection: redis.Redis
+) -> None:
+    ctx, recorded = make_context(tmp_path, redis_connection)
     t2v.run(request(guidance_scale=1.0, num_inference_steps=2), ctx)
     assert recorded.frames[0].shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
 
 
-def test_cancel_stops_at_the_next_step_before_decoding(t2v: TextToVideo, tmp_path: Path) -> None:
-    ctx, recorded = make_context(tmp_path, cancel_when=lambda logs: "step 2/5" in logs)
+def test_cancel_stops_at_the_next_step_before_decoding(
+    t2v: TextToVideo, tmp_path: Path, redis_connection: redis.Redis
+) -> None:
+    ctx, recorded = make_context(tmp_path, redis_connection, cancel_when=lambda logs: "step 2/5" in logs)
     with pytest.raises(RequestCancelled):
         t2v.run(request(num_inference_steps=5), ctx)
     assert recorded.logs[-1] == "step 2/5"

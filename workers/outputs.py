@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
-from openreel.storage import LocalStorage
+from openreel.storage import Storage
 from pipelines.fal_types import File
 from workers.context import Progress
 
@@ -36,11 +37,19 @@ def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
 
 
 class OutputWriter:
-    def __init__(self, storage: LocalStorage, files_base_url: str, progress: Progress, scratch: Path) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        files_base_url: str,
+        progress: Progress,
+        scratch: Path,
+        lifetime_s: int | None = None,
+    ) -> None:
         self.storage = storage
         self.base_url = files_base_url
         self.progress = progress
         self.scratch = scratch
+        self.lifetime_s = lifetime_s  # X-Fal-Object-Lifecycle-Preference of the request
 
     def write_video(self, frames: np.ndarray, fps: int, file_name: str = "output.mp4") -> File:
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -49,7 +58,8 @@ class OutputWriter:
             encode_mp4(frames, fps, path)
             size = path.stat().st_size
             self.progress.stage("uploading")
-            key = self.storage.put(path, file_name)
+            expires_at = time.time() + self.lifetime_s if self.lifetime_s else None
+            key = self.storage.put_file(path, file_name, "video/mp4", expires_at)
         return File(
             url=self.storage.url(key, self.base_url),
             content_type="video/mp4",

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestError
 from openreel.settings import Settings
-from openreel.storage import LocalStorage
+from openreel.storage import make_storage
 from openreel.webhooks import WebhookQueue
 from pipelines.registry import ENDPOINTS
 from workers.context import InputError, JobContext, Progress, RequestCancelled
@@ -54,7 +54,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
-        self.storage = LocalStorage(settings.files_dir)
+        self.storage = make_storage(settings, connection)
         self.runners = runners
         self.worker_name = worker_name
 
@@ -72,7 +72,9 @@ class Runtime:
         error: RequestError | None = None
         output: dict[str, Any] | None = None
         try:
-            output = self._run(request_id, record.endpoint, record.input, record.files_base_url)
+            output = self._run(
+                request_id, record.endpoint, record.input, record.files_base_url, record.object_lifetime_s
+            )
         except RequestCancelled:
             error = CANCELLED_ERROR
         except InputError as exc:
@@ -98,7 +100,9 @@ class Runtime:
             self.store.log(request_id, error.message, level="ERROR")
         self.store.complete(request_id, output=output, error=error)
 
-    def _run(self, request_id: str, endpoint_id: str, payload: Any, files_base_url: str) -> dict[str, Any]:
+    def _run(
+        self, request_id: str, endpoint_id: str, payload: Any, files_base_url: str, lifetime_s: int | None
+    ) -> dict[str, Any]:
         runner = self.runners.get(endpoint_id)
         if runner is None:
             raise RuntimeError(f"this worker does not serve {endpoint_id}")
@@ -107,7 +111,7 @@ class Runtime:
             log=lambda message: self.store.log(request_id, message),
             cancelled=lambda: self.store.cancel_requested(request_id),
         )
-        writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp")
+        writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp", lifetime_s)
         inputs = InputResolver(self.settings, self.storage, progress)
         ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video, inputs=inputs)
         with torch.inference_mode():
