@@ -15,9 +15,11 @@ from openreel.signing import jwks, load_signing_key
 from openreel.storage import make_storage
 from pipelines import registry
 from server import files_routes, health_routes, jwks_routes, queue_routes, run_routes
+from server import cdn_routes, storage_routes
 from server.auth import KeyCheck
 from server.errors import REQUEST_ID_HEADER, RequestIdMiddleware, install_error_handlers
 from server.requests import RequestService
+from server.upload_signing import UploadSigner
 from server.vhosts import FalHostRouting
 
 
@@ -29,11 +31,14 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     app.state.endpoints = {e.id: e for e in registry.select(settings.endpoints)}
     app.state.requests = RequestService(settings, connection)
     app.state.storage = make_storage(settings, connection)
+    app.state.upload_signer = UploadSigner(connection)
     app.state.key_check = KeyCheck(settings, connection)
     app.state.jwks = jwks(load_signing_key(settings, connection))  # made here on the first start
 
     install_error_handlers(app)
     for router in (queue_routes.router, run_routes.router, files_routes.router, health_routes.router):
+        app.include_router(router)
+    for router in (storage_routes.keyed, storage_routes.presigned, cdn_routes.router):
         app.include_router(router)
     app.include_router(jwks_routes.router)
 

@@ -56,7 +56,7 @@ class FalHostRouting:
             parts = urlsplit(target)
             vhost = vhost_of(parts.hostname or "")
             path, query, base = f"/{vhost}{parts.path or '/'}", parts.query.encode(), f"{origin}/{vhost}"
-        elif path.startswith(OWN_PREFIXES):
+        elif path.startswith(OWN_PREFIXES) and not _cdn_file(host, path):
             first = path.split("/")[1]
             base = f"{origin}/{first}" if first in VHOST_PREFIXES else origin
         else:
@@ -67,6 +67,11 @@ class FalHostRouting:
         state["vhost_base"], state["origin"] = base, origin
         scope = {**scope, "path": path, "raw_path": path.encode(), "query_string": query}
         await self.app(scope, receive, send)
+
+
+def _cdn_file(host: str, path: str) -> bool:
+    """CDN file URLs (``v3.*/files/...``) also carry the multipart routes, so that host owns /files/."""
+    return path.startswith("/files/") and vhost_of(host.split(":")[0]) == "cdn"
 
 
 async def _reject(send: Send, status: int, detail: str) -> None:

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import redis
 
+from openreel.storage.base import EXPIRY_KEY
 from tests.conftest import API_KEY
 from tests.media import download_video
 from tests.stack import Stack
@@ -111,3 +116,36 @@ def test_wrong_key_is_a_401(stack: Stack, mode: str) -> None:
     outcome = js(stack, mode, "run", SMALL, key="wrong-key")
     assert not outcome["ok"]
     assert outcome["error"]["status"] == 401
+
+
+def digest_of(url: str, stack: Stack) -> str:
+    answer = httpx.get(url, verify=stack.verify, timeout=60)
+    answer.raise_for_status()
+    return hashlib.sha256(answer.content).hexdigest()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_blob_in_the_input_is_uploaded(stack: Stack, mode: str, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    (tmp_path / "clip.mp4").write_bytes(data)
+    payload = {"file": str(tmp_path / "clip.mp4"), "type": "video/mp4", "arguments": SMALL}
+    result = result_of(js(stack, mode, "uploadInInput", payload))
+    url = result["data"]["prompt"]  # the URL the client put in place of the Blob
+    assert url.startswith(f"{stack.base_url}/files/") and url.endswith(".mp4")
+    assert digest_of(url, stack) == hashlib.sha256(data).hexdigest()
+
+
+def test_storage_upload_over_90_mib_is_multipart(stack: Stack, tmp_path: Path) -> None:
+    size = 91 * 1024 * 1024
+    data = os.urandom(size)
+    (tmp_path / "big.bin").write_bytes(data)
+    payload = {"file": str(tmp_path / "big.bin"), "type": "application/octet-stream", "lifecycle": {"expiresIn": "1d"}}
+    result = result_of(js(stack, "proxy", "storageUpload", payload))
+    parts = [call for call in result["calls"] if call.startswith("PUT /rest/storage/upload/multipart/")]
+    assert [int(call.rsplit("/", 1)[1]) for call in parts] == list(range(1, 11))  # 10 MiB parts
+    assert result["calls"][-1].startswith("POST /rest/storage/upload/multipart/") and result["calls"][-1].endswith("/complete")
+    url = result["url"]
+    assert digest_of(url, stack) == hashlib.sha256(data).hexdigest()
+    key = "/".join(url.split("/")[-2:])
+    expires_at = redis.Redis.from_url(stack.redis_url).zscore(EXPIRY_KEY, key)
+    assert expires_at == pytest.approx(time.time() + 86400, abs=60)

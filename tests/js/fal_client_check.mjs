@@ -1,22 +1,34 @@
 // Drives the official @fal-ai/client against an openreel server and prints one JSON result.
 // Usage: node fal_client_check.mjs <mode: middleware|proxy> <base url> <scenario> <input json>
 // Credentials come from FAL_KEY, as for any user of the client; TLS trust from NODE_EXTRA_CA_CERTS.
+import { readFile } from "node:fs/promises";
 import { createFalClient, ApiError, ValidationError } from "@fal-ai/client";
 
 const [mode, base, scenario, inputJson] = process.argv.slice(2);
 const input = JSON.parse(inputJson || "{}");
 const APP = "fal-ai/cogvideox-5b";
 
+// Method and path of every call the client makes, for scenarios that show which routes they took.
+const calls = [];
+const recordingFetch = (input, init) => {
+  calls.push(`${init?.method ?? "GET"} ${new URL(String(input.url ?? input)).pathname}`);
+  return fetch(input, init);
+};
+
 function clientFor(mode) {
   if (mode === "middleware") {
     const rewrite = (url) =>
       url
         .replace(/^https:\/\/queue\.fal\.run\//, `${base}/queue/`)
-        .replace(/^https:\/\/fal\.run\//, `${base}/run/`);
-    return createFalClient({ requestMiddleware: async (req) => ({ ...req, url: rewrite(req.url) }) });
+        .replace(/^https:\/\/fal\.run\//, `${base}/run/`)
+        .replace(/^https:\/\/rest\.(alpha\.)?fal\.ai\//, `${base}/rest/`);
+    return createFalClient({
+      fetch: recordingFetch,
+      requestMiddleware: async (req) => ({ ...req, url: rewrite(req.url) }),
+    });
   }
   if (mode === "proxy") {
-    return createFalClient({ proxyUrl: { url: `${base}/api/fal/proxy`, when: "always" } });
+    return createFalClient({ fetch: recordingFetch, proxyUrl: { url: `${base}/api/fal/proxy`, when: "always" } });
   }
   throw new Error(`unknown mode ${mode}`);
 }
@@ -121,6 +133,21 @@ const scenarios = {
       again,
       result,
     };
+  },
+
+  // The client uploads a Blob found in the input (storage.transformInput) and sends its URL instead.
+  // The prompt carries it here, as the endpoint echoes its prompt: the output names the uploaded URL.
+  async uploadInInput() {
+    const blob = new Blob([await readFile(input.file)], { type: input.type });
+    const { data } = await fal.subscribe(APP, { input: { ...input.arguments, prompt: blob }, pollInterval: 100 });
+    return { data };
+  },
+
+  // Over 90 MiB the client switches to initiate-multipart and 10 MiB part PUTs.
+  async storageUpload() {
+    const blob = new Blob([await readFile(input.file)], { type: input.type });
+    const url = await fal.storage.upload(blob, input.lifecycle ? { lifecycle: input.lifecycle } : undefined);
+    return { url, calls };
   },
 
   async invalid() {
