@@ -1,15 +1,17 @@
-"""RIFE interpolation on CPU with random weights: the weight layout of the public checkpoint and
-frame doubling."""
+"""RIFE interpolation on CPU with random weights: the weight layout of the public checkpoint, the
+loaders of both presets, and frame doubling."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.rife import IFNet, RifeInterpolator, doubled_length
+from models.rife import IFNet, RifeInterpolator, doubled_length, load_rife
+from models.rife.weights import DDP_PREFIX, REPO_ID, WEIGHTS_FILE, locate_weights
 
 WIDTH = 90  # every IFBlock of the HDv3 checkpoint
 
@@ -85,6 +87,48 @@ def test_state_dict_matches_the_published_layout(model: IFNet) -> None:
     assert layout["block0.conv1.0.weight"] == (90, 45, 4, 4)
     assert layout["block0.conv1.2.weight"] == (45, 4, 4, 4)
     assert layout["block0.conv2.2.weight"] == (45, 1, 4, 4)
+
+
+def save_published_style(model: IFNet, path: Path) -> None:
+    torch.save({DDP_PREFIX + key: value for key, value in model.state_dict().items()}, path)
+
+
+def test_full_preset_loads_a_prefixed_state_dict_strictly(model: IFNet, tmp_path: Path) -> None:
+    save_published_style(model, tmp_path / WEIGHTS_FILE)
+    expected = model.state_dict()
+    # The file itself, or the directory a snapshot of the repo was downloaded into.
+    for weights_path in (tmp_path / WEIGHTS_FILE, tmp_path):
+        loaded = load_rife("full", tmp_path / "models", "cpu", weights_path=weights_path).model.state_dict()
+        assert loaded.keys() == expected.keys()
+        assert all(torch.equal(loaded[key], expected[key]) for key in expected)
+
+
+def test_a_file_with_another_layout_is_refused(model: IFNet, tmp_path: Path) -> None:
+    state = {DDP_PREFIX + key: value for key, value in model.state_dict().items()}
+    state["module.block0.conv0.0.0.weight_renamed"] = state.pop("module.block0.conv0.0.0.weight")
+    torch.save(state, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(RuntimeError, match="block0.conv0.0.0.weight"):
+        load_rife("full", tmp_path, "cpu", weights_path=tmp_path / WEIGHTS_FILE)
+
+
+def test_full_preset_never_downloads_unless_allowed(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+        locate_weights("full", tmp_path, repo_id="openreel-tests/never-cached")
+
+
+def test_tiny_preset_is_the_real_architecture_in_the_published_file_layout(models_dir: Path) -> None:
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    interpolator = load_rife("tiny", models_dir, "cpu")
+    assert torch.rand(1) == before, "building the tiny weights must leave the global RNG alone"
+
+    path = locate_weights("tiny", models_dir)
+    assert path == models_dir / "tiny" / REPO_ID / WEIGHTS_FILE
+    stored = torch.load(path, weights_only=True)
+    assert all(key.startswith(DDP_PREFIX) for key in stored)
+    assert {key: tuple(tensor.shape) for key, tensor in interpolator.model.state_dict().items()} == EXPECTED_LAYOUT
+    assert interpolator.dtype == torch.float32
 
 
 def test_doubled_length() -> None:
