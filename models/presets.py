@@ -35,6 +35,7 @@ def _lazy(target: str) -> Callable[[Path], None]:
 
 TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "THUDM/CogVideoX-5b": _lazy("models.tiny.cogvideox:build"),
+    "THUDM/CogVideoX-5b-I2V": _lazy("models.tiny.cogvideox:build_i2v"),
     "AlexWortega/RIFE": _lazy("models.rife.weights:build_tiny"),
 }
 

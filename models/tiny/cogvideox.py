@@ -1,9 +1,14 @@
-"""A tiny, random-weight ``THUDM/CogVideoX-5b``: same components, classes and layout.
+"""Tiny, random-weight ``THUDM/CogVideoX-5b`` and ``THUDM/CogVideoX-5b-I2V``: same components,
+classes and layout.
 
-Everything that shapes the inference code path mirrors the real 5B repo: rotary (not
+Everything that shapes the inference code path mirrors the real 5B repos: rotary (not
 sinusoidal) positional embeddings, 16 latent channels, 226 text tokens, VAE compression 4x
 in time and 8x in space with scaling factor 0.7, the repo's DDIM scheduler settings. Only
 widths and depths shrink, so a 49-frame 720x480 request runs on a laptop CPU.
+
+The I2V repo keeps the real one's constraint: learned positional embeddings that exist for one
+frame size only (and twice the input channels, for the image latents). That native size is
+64x48 here instead of 720x480, so tests that must run at it stay fast.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from diffusers import (
     AutoencoderKLCogVideoX,
     CogVideoXDDIMScheduler,
+    CogVideoXImageToVideoPipeline,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
 )
@@ -21,7 +27,6 @@ from transformers import T5Config, T5EncoderModel
 
 from models.tiny.tokenizers import t5_tokenizer
 
-REPO_ID = "THUDM/CogVideoX-5b"
 SEED = 0
 
 MAX_TEXT_TOKENS = 226  # the real tokenizer pads every prompt to this, and the transformer expects it
@@ -83,6 +88,16 @@ TRANSFORMER_CONFIG = dict(
     use_learned_positional_embeddings=False,
 )
 
+# THUDM/CogVideoX-5b-I2V's transformer differs from T2V's only here: the image latents are
+# concatenated to the noise on channels, and positions are learned for one latent grid.
+I2V_TRANSFORMER_CONFIG = dict(
+    TRANSFORMER_CONFIG,
+    in_channels=2 * LATENT_CHANNELS,
+    use_learned_positional_embeddings=True,
+    sample_width=8,  # 64x48 px, the tiny I2V's only size (the real one's is 90x60: 720x480)
+    sample_height=6,
+)
+
 # The real VAE: block channels (128, 256, 256, 512), 3 layers per block, 32 norm groups. Four
 # blocks keep the 8x spatial compression; the channel ratios are kept at 1/16 width.
 VAE_CONFIG = dict(
@@ -103,19 +118,23 @@ VAE_CONFIG = dict(
 )
 
 
-def build_pipeline() -> CogVideoXPipeline:
-    """The tiny pipeline in memory; each module is seeded on its own so changing one config
-    leaves the weights of the others as they were."""
+def build_pipeline(
+    pipeline_class: type[CogVideoXPipeline] | type[CogVideoXImageToVideoPipeline] = CogVideoXPipeline,
+    transformer_config: dict | None = None,
+) -> CogVideoXPipeline | CogVideoXImageToVideoPipeline:
+    """A tiny pipeline in memory; each module is seeded on its own so changing one config
+    leaves the weights of the others as they were (the two repos share text encoder and VAE,
+    as the real ones do)."""
     torch.manual_seed(SEED)
     text_encoder = T5EncoderModel(T5Config(**TEXT_ENCODER_CONFIG)).eval()
     torch.manual_seed(SEED)
-    transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIG).eval()
+    transformer = CogVideoXTransformer3DModel(**(transformer_config or TRANSFORMER_CONFIG)).eval()
     torch.manual_seed(SEED)
     vae = AutoencoderKLCogVideoX(**VAE_CONFIG).eval()
     tokenizer = t5_tokenizer(model_max_length=MAX_TEXT_TOKENS)
     if len(tokenizer) > TEXT_ENCODER_CONFIG["vocab_size"]:
         raise AssertionError("tiny tokenizer ids must stay below the text encoder's vocab_size")
-    return CogVideoXPipeline(
+    return pipeline_class(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
@@ -127,3 +146,8 @@ def build_pipeline() -> CogVideoXPipeline:
 def build(directory: Path) -> None:
     """Write the repo layout (``model_index.json`` + one folder per component) to ``directory``."""
     build_pipeline().save_pretrained(directory)
+
+
+def build_i2v(directory: Path) -> None:
+    """The I2V repo, complete like the real one although workers load only its transformer."""
+    build_pipeline(CogVideoXImageToVideoPipeline, I2V_TRANSFORMER_CONFIG).save_pretrained(directory)
