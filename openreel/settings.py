@@ -96,6 +96,46 @@ class Settings(BaseSettings):
         None, description="Where tiny weights are generated. Default <data_dir>/models."
     )
 
+    # --- generation ------------------------------------------------------------------------
+    video_min_side: int = Field(
+        16, ge=16, description="Smallest width or height of a generated video, in pixels. Default 16."
+    )
+    video_max_side: int = Field(
+        1360,
+        ge=16,
+        description="Largest width or height of a generated video, in pixels. Past about 1360 the decode of 49 "
+        "frames no longer fits an 80 GB GPU without VAE tiling. Default 1360.",
+    )
+    memory_mode: Literal["auto", "gpu", "model_offload", "sequential_offload"] = Field(
+        "auto",
+        description="Where a CUDA worker keeps pipeline weights: 'gpu' (all on the GPU, fastest), 'model_offload' "
+        "(each model moves to the GPU while it runs), 'sequential_offload' (layer by layer: least memory, very "
+        "slow). 'auto' picks from the GPU's memory and the weights loaded, and the worker logs its choice. CPU "
+        "workers keep everything in memory. Default auto.",
+    )
+    vae_tiling: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Decode videos in tiles, one at a time (VAE tiling and slicing): less memory at the decode, "
+        "the peak, for a little time. 'auto' is on for CUDA devices and off on CPU. Default auto.",
+    )
+    lora_dirs: CsvList = Field(
+        default_factory=list,
+        description="Directories whose files a LoRA path may name by absolute path; comma-separated. Default none: "
+        "local paths are refused.",
+    )
+    lora_hub_download: bool = Field(
+        False,
+        description="Let a LoRA path naming a Hugging Face repo download it at request time; otherwise it must "
+        "already be in the worker's Hugging Face cache. Default false.",
+    )
+    lora_max_loaded: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="LoRA adapters kept loaded per transformer after their request, so a repeated LoRA is not "
+        "loaded again; the least recently used goes first. Default 4.",
+    )
+
     # --- output storage --------------------------------------------------------------------
     storage: Literal["local", "s3"] = Field(
         "local", description="Output and upload storage: 'local' (data_dir/files, served at /files) or 's3'. Default local."
@@ -168,7 +208,7 @@ class Settings(BaseSettings):
         "and kept in Redis, so every process sharing the Redis signs with it.",
     )
 
-    @field_validator("api_keys", "endpoints", "fetch_allow", mode="before")
+    @field_validator("api_keys", "endpoints", "fetch_allow", "lora_dirs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -181,6 +221,8 @@ class Settings(BaseSettings):
             raise ValueError("heartbeat_ttl_s must exceed heartbeat_s, or live workers look dead")
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("storage=s3 needs s3_bucket")
+        if self.video_min_side > self.video_max_side:
+            raise ValueError("video_min_side must not exceed video_max_side")
         return self
 
     @property
