@@ -1,0 +1,79 @@
+"""Input files made inside the tests: clips, pictures and LoRAs, as bytes or data: URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
+from peft import LoraConfig, get_peft_model_state_dict
+from PIL import Image
+
+from models.tiny.cogvideox import TRANSFORMER_CONFIG
+
+
+def data_uri(content: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(content).decode()}"
+
+
+def gradient_frames(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """uint8 (count, H, W, 3) frames with structure (a moving gradient plus noise), so crops,
+    resampling and encoding show up in the pixels."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 255, width)[None, :, None]
+    y = np.linspace(0, 255, height)[:, None, None]
+    frames = [
+        np.clip((x + y) / 2 + 40 * np.sin(index / 3) + rng.normal(0, 8, (height, width, 3)), 0, 255)
+        for index in range(count)
+    ]
+    return np.stack(frames).astype(np.uint8)
+
+
+def mp4_bytes(frames: np.ndarray, fps: float) -> bytes:
+    height, width = frames.shape[1:3]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "clip.mp4"
+        writer = imageio_ffmpeg.write_frames(
+            str(path), (width, height), fps=fps, codec="libx264", macro_block_size=1, quality=10
+        )
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        return path.read_bytes()
+
+
+def png_bytes(size: tuple[int, int], seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gradient_frames(1, size, seed)[0]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def lora_bytes(seed: int = 0, strength: float = 20.0, alpha: int = 4, **transformer_overrides: object) -> bytes:
+    """A real diffusers LoRA file (peft adapter saved with ``save_lora_weights``) for the tiny
+    CogVideoX transformer, or for one with ``transformer_overrides`` (another model).
+
+    Random non-zero A and B (``init_lora_weights=False``), B scaled by ``strength`` so its effect
+    survives the tiny model's VAE decode.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = CogVideoXTransformer3DModel(**{**TRANSFORMER_CONFIG, **transformer_overrides})
+        targets = ["to_q", "to_k", "to_v", "to_out.0"]
+        config = LoraConfig(r=4, lora_alpha=alpha, target_modules=targets, init_lora_weights=False)
+        transformer.add_adapter(config)
+    layers = {
+        key: value * strength if "lora_B" in key else value
+        for key, value in get_peft_model_state_dict(transformer).items()
+    }
+    with tempfile.TemporaryDirectory() as directory:
+        CogVideoXPipeline.save_lora_weights(
+            directory, transformer_lora_layers=layers, transformer_lora_adapter_metadata=config.to_dict()
+        )
+        return (Path(directory) / "pytorch_lora_weights.safetensors").read_bytes()
