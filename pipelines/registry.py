@@ -10,7 +10,16 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from pipelines.cogvideox import I2V_REPO, RIFE_FILE, RIFE_REPO, T2V_REPO
 from pipelines.cogvideox import schema as cogvideox
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A Hugging Face repo the ``full`` preset loads: whole, or only the files ``patterns`` match."""
+
+    repo: str
+    patterns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -19,12 +28,31 @@ class Endpoint:
     family: str
     input_model: type[BaseModel]
     output_model: type[BaseModel]
+    weights: tuple[Weights, ...] = ()
 
+
+COGVIDEOX_WEIGHTS = (Weights(T2V_REPO), Weights(RIFE_REPO, (RIFE_FILE,)))
 
 ENDPOINTS: dict[str, Endpoint] = {
     endpoint.id: endpoint
     for endpoint in (
-        Endpoint("fal-ai/cogvideox-5b", "cogvideox", cogvideox.TextToVideoInput, cogvideox.TextToVideoOutput),
+        Endpoint(
+            "fal-ai/cogvideox-5b", "cogvideox", cogvideox.TextToVideoInput, cogvideox.CogVideoXOutput, COGVIDEOX_WEIGHTS
+        ),
+        Endpoint(
+            "fal-ai/cogvideox-5b/image-to-video",
+            "cogvideox",
+            cogvideox.ImageToVideoInput,
+            cogvideox.CogVideoXOutput,
+            (*COGVIDEOX_WEIGHTS, Weights(I2V_REPO, ("transformer/*",))),
+        ),
+        Endpoint(
+            "fal-ai/cogvideox-5b/video-to-video",
+            "cogvideox",
+            cogvideox.VideoToVideoInput,
+            cogvideox.CogVideoXOutput,
+            COGVIDEOX_WEIGHTS,
+        ),
     )
 }
 
@@ -53,5 +81,6 @@ def select(names: list[str]) -> list[Endpoint]:
 
 
 def load_family(family: str, **kwargs: object) -> dict[str, object]:
+    """The family's runners; ``kwargs`` are ``settings`` and the ``endpoints`` to serve."""
     module_name, function_name = FAMILY_LOADERS[family].split(":")
     return getattr(importlib.import_module(module_name), function_name)(**kwargs)

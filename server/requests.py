@@ -107,7 +107,7 @@ class RequestService:
         self, endpoint: Endpoint, payload: Any, options: SubmitOptions, files_base_url: str
     ) -> RequestRecord:
         try:
-            request = endpoint.input_model.model_validate(payload)
+            request = endpoint.input_model.model_validate(payload, context={"settings": self.settings})
         except ValidationError as error:
             raise FalError(422, validation_detail(error)) from None
         now = time.time()

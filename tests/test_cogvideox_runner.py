@@ -14,10 +14,13 @@ import torch
 from diffusers import CogVideoXPipeline
 
 from models import presets
-from pipelines.cogvideox.runner import NUM_FRAMES, T2V_REPO, CogVideoXComponents, TextToVideo, load_family
+from openreel.settings import Settings
+from openreel.storage import LocalStorage
+from pipelines.cogvideox import T2V_REPO
+from pipelines.cogvideox.components import CogVideoXComponents
+from pipelines.cogvideox.runner import NUM_FRAMES, TextToVideo, load_family
 from pipelines.cogvideox.schema import TextToVideoInput
 from pipelines.fal_types import File, ImageSize
-from openreel.storage import LocalStorage
 from workers.context import JobContext, Progress, RequestCancelled
 from workers.outputs import OutputWriter
 
@@ -75,9 +78,13 @@ def read_video(path: Path) -> tuple[dict, list[bytes]]:
     return meta, list(reader)
 
 
+def tiny_settings(models_dir: Path) -> Settings:
+    return Settings(models="tiny", model_cache_dir=models_dir, device="cpu")
+
+
 @pytest.fixture(scope="module")
 def t2v(models_dir: Path) -> TextToVideo:
-    runners = load_family(preset="tiny", models_dir=models_dir, device="cpu")
+    runners = load_family(settings=tiny_settings(models_dir), endpoints=["fal-ai/cogvideox-5b"])
     assert list(runners) == ["fal-ai/cogvideox-5b"]
     return runners["fal-ai/cogvideox-5b"]
 
@@ -122,13 +129,18 @@ def test_same_seed_same_video_other_seed_other_video(
     assert np.abs(other.frames[0].astype(int) - reference).mean() > 1.0
 
 
-def test_random_seed_is_reported_and_rife_request_is_logged(
+def test_random_seed_is_reported_and_rife_doubles_the_frames(
     t2v: TextToVideo, tmp_path: Path, redis_connection: redis.Redis
 ) -> None:
     ctx, recorded = make_context(tmp_path, redis_connection)
-    output = t2v.run(request(seed=None, use_rife=True, num_inference_steps=1), ctx)
+    output = t2v.run(request(seed=None, use_rife=True, num_inference_steps=1, export_fps=16), ctx)
     assert 0 <= output.seed < 2**31
-    assert any("without interpolation" in line for line in recorded.logs)
+    (frames,) = recorded.frames
+    assert frames.shape == (2 * NUM_FRAMES - 1, HEIGHT, WIDTH, 3)
+    assert "use_rife: 49 frames doubled to 97, written at 16 fps (6.1 s)" in recorded.logs
+    assert output.timings["interpolating"] >= 0
+    meta, encoded = read_video(recorded.path_of(output.video.url))
+    assert (len(encoded), meta["fps"]) == (97, 16)
 
 
 def test_guidance_scale_one_skips_classifier_free_guidance(
@@ -171,7 +183,7 @@ def test_weights_come_from_the_generated_repo_via_from_pretrained(
         return real_from_pretrained(cls, *args, **kwargs)
 
     monkeypatch.setattr(CogVideoXPipeline, "from_pretrained", classmethod(spy))
-    components = CogVideoXComponents.load(preset="tiny", models_dir=models_dir, device="cpu")
+    components = CogVideoXComponents.load(tiny_settings(models_dir), with_i2v=False)
     assert calls == [((str(location),), {"dtype": torch.float32})]
     assert components.location == t2v.components.location == str(location)
 

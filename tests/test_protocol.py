@@ -208,7 +208,7 @@ def test_js_proxy_mode_routes_on_the_target_url(client: TestClient) -> None:
 def test_health_needs_a_ready_worker_for_each_endpoint(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 503
-    assert response.json()["endpoints_without_worker"] == [APP]
+    assert response.json()["endpoints_without_worker"] == [APP, f"{APP}/image-to-video", f"{APP}/video-to-video"]
 
 
 @pytest.mark.parametrize(

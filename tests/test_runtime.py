@@ -54,8 +54,8 @@ def connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis
 
 @pytest.fixture
 def runtime(connection: redis.Redis, tmp_path: Path, models_dir: Path) -> Runtime:
-    settings = Settings(data_dir=tmp_path, model_cache_dir=models_dir)
-    runners = load_family(preset="tiny", models_dir=models_dir, device="cpu")
+    settings = Settings(data_dir=tmp_path, model_cache_dir=models_dir, device="cpu")
+    runners = load_family(settings=settings, endpoints=[APP])
     return Runtime(settings, connection, runners, "test-worker")  # type: ignore[arg-type]
 
 

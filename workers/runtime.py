@@ -106,7 +106,7 @@ class Runtime:
         runner = self.runners.get(endpoint_id)
         if runner is None:
             raise RuntimeError(f"this worker does not serve {endpoint_id}")
-        request = ENDPOINTS[endpoint_id].input_model.model_validate(payload)
+        request = ENDPOINTS[endpoint_id].input_model.model_validate(payload, context={"settings": self.settings})
         progress = Progress(
             log=lambda message: self.store.log(request_id, message),
             cancelled=lambda: self.store.cancel_requested(request_id),

@@ -92,10 +92,8 @@ def run_worker(settings: Settings, redis_url: str) -> None:
     runners: dict[str, runtime.Runner] = {}
     for family in families:
         started = time.perf_counter()
-        loaded = registry.load_family(
-            family, preset=settings.models, models_dir=settings.models_dir, device=settings.device
-        )
-        runners.update({k: v for k, v in loaded.items() if k in info["endpoints"]})  # type: ignore[misc]
+        loaded = registry.load_family(family, settings=settings, endpoints=info["endpoints"])
+        runners.update(loaded)  # type: ignore[arg-type]
         log.info("loaded %s (%s preset) in %.1f s", family, settings.models, time.perf_counter() - started)
     if settings.warmup:
         for runner in runners.values():

@@ -1,122 +1,113 @@
 """CogVideoX-5B runners (worker-side only: imports torch and diffusers).
 
-The weights are loaded once per worker into ``CogVideoXComponents``; each endpoint's runner
-wraps them in its own diffusers pipeline object, so text-, image- and video-to-video share
-one copy of the text encoder, VAE and (T2V/V2V) transformer.
+One base runs every request the same way: inputs, LoRA, prompt encoding, denoising with
+progress and cancellation, decoding, RIFE, the MP4. Each endpoint only says what it hands the
+diffusers pipeline (``prepare``) and how to warm it up.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
+from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline, CogVideoXVideoToVideoPipeline
+from PIL import Image
 
-from models.presets import resolve
-from pipelines.cogvideox.schema import TextToVideoInput, TextToVideoOutput
+from openreel.settings import Settings
+from pipelines.cogvideox.components import CogVideoXComponents
+from pipelines.cogvideox.schema import (
+    CogVideoXInput,
+    CogVideoXOutput,
+    ImageToVideoInput,
+    TextToVideoInput,
+    VideoToVideoInput,
+)
 from pipelines.fal_types import resolve_size
+from pipelines.frames import Size, fit_frames, fit_image, fit_length, resample_fps, resize_frames
 from workers.context import JobContext
 
-log = logging.getLogger(__name__)
-
-T2V_REPO = "THUDM/CogVideoX-5b"
 T2V_ENDPOINT = "fal-ai/cogvideox-5b"
+I2V_ENDPOINT = "fal-ai/cogvideox-5b/image-to-video"
+V2V_ENDPOINT = "fal-ai/cogvideox-5b/video-to-video"
 
 # CogVideoX-5B is trained on 49-frame clips: 6 s at its native 8 fps, plus the first frame.
 NUM_FRAMES = 49
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` as a torch device."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {spec!r}; expected auto, cpu, cuda or cuda:N")
-    return device
-
-
-def dtype_for(device: torch.device) -> torch.dtype:
-    # bf16 is what the 5B weights were trained and published in; CPUs run it slowly or not at all.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+NATIVE_FPS = 8
+WARM_UP_FRAMES = 9
 
 
 @dataclass
-class CogVideoXComponents:
-    """The loaded modules of the T2V repo, on their device, shared by every CogVideoX runner."""
+class Prepared:
+    """What one request asks of the shared generation."""
 
-    modules: dict[str, Any]
-    location: str
-    device: torch.device
-    dtype: torch.dtype
-
-    @classmethod
-    def load(cls, *, preset: str, models_dir: Path, device: str) -> CogVideoXComponents:
-        torch_device = resolve_device(device)
-        dtype = dtype_for(torch_device)
-        # One loading path for both presets: "tiny" only changes where the repo lives.
-        location = resolve(T2V_REPO, preset, Path(models_dir))
-        pipe = CogVideoXPipeline.from_pretrained(location, dtype=dtype)
-        pipe.to(torch_device)
-        log.info("loaded %s from %s on %s (%s)", T2V_REPO, location, torch_device, dtype)
-        return cls(modules=dict(pipe.components), location=location, device=torch_device, dtype=dtype)
-
-    def scheduler(self) -> CogVideoXDPMScheduler:
-        """A fresh scheduler per pipeline: schedulers keep per-run state (timesteps).
-
-        The THUDM demo swaps the repo's DDIM for DPM with trailing spacing; fal's defaults match
-        that demo.
-        """
-        return CogVideoXDPMScheduler.from_config(self.modules["scheduler"].config, timestep_spacing="trailing")
-
-    def release_cached_memory(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+    size: Size
+    """(width, height) of the delivered frames."""
+    steps: int
+    """Denoising steps that will run, for the ``step i/N`` lines."""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    """The endpoint's own pipeline arguments (sizes, image, video, strength)."""
+    frames: np.ndarray | None = None
+    """Set when there is nothing to generate: these are the frames to deliver."""
 
 
-class TextToVideo:
-    endpoint_id = T2V_ENDPOINT
+class CogVideoXRunner(ABC):
+    endpoint_id: ClassVar[str]
+    pipeline_class: ClassVar[type]
+    model: ClassVar[str] = "CogVideoX-5B"
 
-    def __init__(self, components: CogVideoXComponents) -> None:
+    def __init__(self, components: CogVideoXComponents, transformer: Any = None) -> None:
         self.components = components
-        self.pipe = CogVideoXPipeline(**{**components.modules, "scheduler": components.scheduler()})
-        # Progress goes to the request's logs through the step callback, not to stderr.
-        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe = components.pipeline(self.pipeline_class, transformer)
+        self.adapters = components.adapters_for(self.pipe, self.model)
 
     @property
     def max_text_tokens(self) -> int:
         return self.pipe.transformer.config.max_text_seq_length
 
+    # --- what each endpoint says -------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, request: Any, ctx: JobContext) -> Prepared:
+        """Fetch and fit the request's inputs; say what to generate, or hand back final frames."""
+
+    @abstractmethod
+    def warm_up_arguments(self) -> dict[str, Any]:
+        """Pipeline arguments for a small generation of this endpoint's kind."""
+
+    # --- shared ------------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """One small generation so the CUDA context, transformer kernels and allocator pools
-        exist before the first user request. Latents only, to keep worker start-up short."""
+        """One small generation so the CUDA context, kernels and allocator pools exist before the
+        first user request. Latents only, to keep worker start-up short."""
+        self.components.memory.prepare(self.pipe)
         with torch.inference_mode():
             self.pipe(
                 prompt="warm up",
-                height=64,
-                width=64,
-                num_frames=9,
                 num_inference_steps=2,
                 guidance_scale=7.0,
                 use_dynamic_cfg=True,
                 generator=torch.Generator("cpu").manual_seed(0),
                 output_type="latent",
                 max_sequence_length=self.max_text_tokens,
+                **self.warm_up_arguments(),
             )
+        self.components.rife.double(np.zeros((2, 32, 32, 3), np.uint8))
 
-    def run(self, request: TextToVideoInput, ctx: JobContext) -> TextToVideoOutput:
+    def run(self, request: CogVideoXInput, ctx: JobContext) -> CogVideoXOutput:
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         try:
             with torch.inference_mode():
-                frames = self._generate(request, seed, ctx)
+                prepared = self.prepare(request, ctx)
+                with self._lora(request, ctx):
+                    if prepared.frames is None:
+                        frames = self._generate(request, prepared, seed, ctx)
+                    else:
+                        frames = prepared.frames
+                frames = self._interpolate(frames, request, ctx)
         except BaseException as error:
             # A failed or cancelled run's traceback keeps the pipeline frames, and with them
             # the latents and embeddings, alive for as long as the worker holds the exception.
@@ -124,20 +115,23 @@ class TextToVideo:
             raise
         finally:
             self.components.release_cached_memory()
-
-        if request.use_rife:
-            ctx.progress.log(
-                "use_rife: frame interpolation is not available yet; "
-                f"exporting the {len(frames)} generated frames as they are, without interpolation"
-            )
         ctx.progress.stage("encoding video")
         file = ctx.write_video(frames, fps=request.export_fps, file_name="output.mp4")
-        return TextToVideoOutput(video=file, timings=ctx.progress.finish(), seed=seed, prompt=request.prompt)
+        return CogVideoXOutput(video=file, timings=ctx.progress.finish(), seed=seed, prompt=request.prompt)
 
-    def _generate(self, request: TextToVideoInput, seed: int, ctx: JobContext) -> np.ndarray:
-        """uint8 frames (F, H, W, 3)."""
+    def _lora(self, request: Any, ctx: JobContext) -> AbstractContextManager[None]:
+        loras = getattr(request, "loras", None)  # text-to-video has no loras field, as on fal
+        if not loras:
+            return nullcontext()
+        loc = ["loras", 0, "path"]
+        lora = self.components.lora_sources.resolve(loras[0].path, loc, ctx.inputs)
+        ctx.progress.stage("loading lora")
+        return self.adapters.applied(lora, loras[0].scale, loc, ctx.progress.log)
+
+    def _generate(self, request: CogVideoXInput, prepared: Prepared, seed: int, ctx: JobContext) -> np.ndarray:
+        """uint8 frames (F, H, W, 3) at the delivered size."""
         pipe, progress = self.pipe, ctx.progress
-        width, height = resolve_size(request.video_size)
+        self.components.memory.prepare(pipe)
         use_cfg = request.guidance_scale > 1.0
         # A CPU generator draws the same noise whatever device runs the model.
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -156,16 +150,14 @@ class TextToVideo:
         latents = pipe(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
-            height=height,
-            width=width,
-            num_frames=NUM_FRAMES,
             num_inference_steps=request.num_inference_steps,
             guidance_scale=request.guidance_scale,
             use_dynamic_cfg=True,
             generator=generator,
             output_type="latent",
-            callback_on_step_end=progress.step_callback(request.num_inference_steps),
+            callback_on_step_end=progress.step_callback(prepared.steps),
             max_sequence_length=self.max_text_tokens,
+            **prepared.arguments,
         ).frames
         del prompt_embeds, negative_embeds
 
@@ -173,7 +165,104 @@ class TextToVideo:
         video = pipe.decode_latents(latents)
         del latents
         video = pipe.video_processor.postprocess_video(video=video, output_type="np")
-        return to_uint8(video[0])
+        return resize_frames(to_uint8(video[0]), prepared.size)
+
+    def _interpolate(self, frames: np.ndarray, request: CogVideoXInput, ctx: JobContext) -> np.ndarray:
+        if not request.use_rife:
+            return frames
+        ctx.progress.stage("interpolating")
+        doubled = self.components.rife.double(frames)
+        ctx.progress.log(
+            f"use_rife: {len(frames)} frames doubled to {len(doubled)}, written at {request.export_fps} fps "
+            f"({len(doubled) / request.export_fps:.1f} s)"
+        )
+        return doubled
+
+
+class TextToVideo(CogVideoXRunner):
+    endpoint_id = T2V_ENDPOINT
+    pipeline_class = CogVideoXPipeline
+
+    def prepare(self, request: TextToVideoInput, ctx: JobContext) -> Prepared:
+        width, height = resolve_size(request.video_size)
+        arguments = dict(height=height, width=width, num_frames=NUM_FRAMES)
+        return Prepared((width, height), request.num_inference_steps, arguments)
+
+    def warm_up_arguments(self) -> dict[str, Any]:
+        return dict(height=64, width=64, num_frames=WARM_UP_FRAMES)
+
+
+class ImageToVideo(CogVideoXRunner):
+    """THUDM/CogVideoX-5b-I2V learned its positional embeddings for one frame size only.
+
+    Every request is generated at that size. The image is first center-cropped to the requested
+    aspect ratio, so the video starts from the picture framed as asked; that framing is stretched
+    to the native size for the model and the frames are resized back to the requested size, which
+    undoes the stretch. The further the aspect ratio is from the native one, the more the model
+    sees distorted shapes, and a size larger than the native one is an upscale.
+    """
+
+    endpoint_id = I2V_ENDPOINT
+    pipeline_class = CogVideoXImageToVideoPipeline
+    model = "CogVideoX-5B-I2V"
+
+    @property
+    def native_size(self) -> Size:
+        config, scale = self.pipe.transformer.config, self.pipe.vae_scale_factor_spatial
+        return config.sample_width * scale, config.sample_height * scale
+
+    def prepare(self, request: ImageToVideoInput, ctx: JobContext) -> Prepared:
+        image = ctx.inputs.image(request.image_url, ["image_url"])
+        width, height = resolve_size(request.video_size)
+        native_width, native_height = self.native_size
+        if (width, height) != (native_width, native_height):
+            ctx.progress.log(
+                f"video_size: {self.model} generates {native_width}x{native_height} only; the image is framed "
+                f"at {width}x{height} and the video resized to {width}x{height}"
+            )
+        framed = fit_image(image, (native_width, native_height), aspect=width / height)
+        arguments = dict(image=framed, height=native_height, width=native_width, num_frames=NUM_FRAMES)
+        return Prepared((width, height), request.num_inference_steps, arguments)
+
+    def warm_up_arguments(self) -> dict[str, Any]:
+        width, height = self.native_size
+        gray = Image.new("RGB", (width, height), (128, 128, 128))
+        return dict(image=gray, height=height, width=width, num_frames=WARM_UP_FRAMES)
+
+
+class VideoToVideo(CogVideoXRunner):
+    """The input is conformed to what the model generates: resampled to its 8 fps (keeping the
+    clip's speed), trimmed to 49 frames or padded by holding the last one, center-cropped and
+    resized to ``video_size``. ``strength`` noises it for ``int(steps * strength)`` of the steps
+    (diffusers' rule); where that is zero the conformed input is returned without generating."""
+
+    endpoint_id = V2V_ENDPOINT
+    pipeline_class = CogVideoXVideoToVideoPipeline
+
+    def prepare(self, request: VideoToVideoInput, ctx: JobContext) -> Prepared:
+        video = ctx.inputs.video(request.video_url, ["video_url"])
+        size = resolve_size(request.video_size)
+        resampled = resample_fps(video.frames, video.fps, NATIVE_FPS)
+        frames = fit_frames(fit_length(resampled, NUM_FRAMES), size)
+        ctx.progress.log(
+            f"video_url: {len(video.frames)} frames at {video.fps:g} fps -> {len(resampled)} at {NATIVE_FPS} fps, "
+            f"{'trimmed' if len(resampled) >= NUM_FRAMES else 'padded with its last frame'} to {NUM_FRAMES}, "
+            f"fitted to {size[0]}x{size[1]}"
+        )
+        steps = min(int(request.num_inference_steps * request.strength), request.num_inference_steps)
+        if steps == 0:
+            ctx.progress.log(
+                f"strength {request.strength:g} leaves 0 of {request.num_inference_steps} denoising steps: "
+                "the input video is returned as it is"
+            )
+            return Prepared(size, 0, frames=frames)
+        video_frames = [Image.fromarray(frame) for frame in frames]
+        arguments = dict(video=video_frames, strength=request.strength, height=size[1], width=size[0])
+        return Prepared(size, steps, arguments)
+
+    def warm_up_arguments(self) -> dict[str, Any]:
+        gray = Image.new("RGB", (64, 64), (128, 128, 128))
+        return dict(video=[gray] * WARM_UP_FRAMES, strength=1.0, height=64, width=64)
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -181,8 +270,16 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
 
 
-def load_family(*, preset: str, models_dir: Path, device: str) -> dict[str, TextToVideo]:
-    """Every CogVideoX endpoint this worker serves, keyed by endpoint id."""
-    components = CogVideoXComponents.load(preset=preset, models_dir=models_dir, device=device)
-    runners = [TextToVideo(components)]
+def load_family(*, settings: Settings, endpoints: list[str] | None = None) -> dict[str, CogVideoXRunner]:
+    """The CogVideoX runners for ``endpoints`` (all when None), keyed by endpoint id. The I2V
+    transformer is loaded only when image-to-video is served."""
+    wanted = set(endpoints) if endpoints is not None else {T2V_ENDPOINT, I2V_ENDPOINT, V2V_ENDPOINT}
+    components = CogVideoXComponents.load(settings, with_i2v=I2V_ENDPOINT in wanted)
+    runners: list[CogVideoXRunner] = []
+    if T2V_ENDPOINT in wanted:
+        runners.append(TextToVideo(components))
+    if I2V_ENDPOINT in wanted:
+        runners.append(ImageToVideo(components, components.i2v_transformer))
+    if V2V_ENDPOINT in wanted:
+        runners.append(VideoToVideo(components))
     return {runner.endpoint_id: runner for runner in runners}
