@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = commands.add_parser("make-tiny-models", help="generate the tiny random-weight repos offline")
     tiny.add_argument("directory", type=Path)
+
+    fetch = commands.add_parser(
+        "fetch-weights", help="download the full preset's weights into the Hugging Face cache (needs internet)"
+    )
+    _add_endpoints(fetch)
     return parser
 
 
@@ -228,7 +233,15 @@ def main(argv: list[str] | None = None) -> None:
             make_all_tiny(args.directory)
             return
         settings = settings_from(args)
-        if args.command == "up":
+        if args.command == "fetch-weights":
+            from models.fetch import fetch_weights
+            from pipelines.registry import select
+
+            try:
+                fetch_weights(select(settings.endpoints))
+            except Exception as error:  # noqa: BLE001 - hub and network errors end the command with their reason
+                raise StartupError(f"fetch-weights failed: {error}") from error
+        elif args.command == "up":
             run_up(settings)
         elif args.command == "api":
             serve_api(settings, shared_redis_url(settings))
