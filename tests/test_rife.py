@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from models.rife import IFNet, RifeInterpolator, doubled_length, load_rife
+from models.rife import weights
 from models.rife.weights import DDP_PREFIX, REPO_ID, WEIGHTS_FILE, locate_weights
 
 WIDTH = 90  # every IFBlock of the HDv3 checkpoint
@@ -111,9 +112,18 @@ def test_a_file_with_another_layout_is_refused(model: IFNet, tmp_path: Path) -> 
         load_rife("full", tmp_path, "cpu", weights_path=tmp_path / WEIGHTS_FILE)
 
 
-def test_full_preset_never_downloads_unless_allowed(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+def test_full_preset_never_downloads_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache and downloads are not allowed"):
         locate_weights("full", tmp_path, repo_id="openreel-tests/never-cached")
+
+    calls = []
+    monkeypatch.setattr(weights, "hf_hub_download", lambda *args, **kwargs: calls.append((args, kwargs)) or "f")
+    locate_weights("full", tmp_path)
+    locate_weights("full", tmp_path, allow_download=True)
+    assert calls == [
+        ((REPO_ID, WEIGHTS_FILE), {"local_files_only": True}),
+        ((REPO_ID, WEIGHTS_FILE), {"local_files_only": False}),
+    ]
 
 
 def test_tiny_preset_is_the_real_architecture_in_the_published_file_layout(models_dir: Path) -> None:

@@ -56,9 +56,10 @@ def locate_weights(
     try:
         return Path(hf_hub_download(repo_id, WEIGHTS_FILE, local_files_only=not allow_download))
     except LocalEntryNotFoundError as error:
+        why = "could not be downloaded" if allow_download else "downloads are not allowed here"
         raise FileNotFoundError(
-            f"RIFE weights {repo_id}/{WEIGHTS_FILE} are not in the Hugging Face cache and downloads are "
-            "not allowed here: download them beforehand, or point the RIFE weights path at a local copy"
+            f"RIFE weights {repo_id}/{WEIGHTS_FILE} are not in the Hugging Face cache and {why}: "
+            "download them beforehand, or point the RIFE weights path at a local copy"
         ) from error
 
 
