@@ -126,7 +126,7 @@ def test_full_preset_never_downloads_unless_allowed(tmp_path: Path, monkeypatch:
     ]
 
 
-def test_tiny_preset_is_the_real_architecture_in_the_published_file_layout(models_dir: Path) -> None:
+def test_tiny_preset_is_the_real_architecture_in_the_published_file_layout(models_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
@@ -137,6 +137,9 @@ def test_tiny_preset_is_the_real_architecture_in_the_published_file_layout(model
     assert path == models_dir / "tiny" / REPO_ID / WEIGHTS_FILE
     stored = torch.load(path, weights_only=True)
     assert all(key.startswith(DDP_PREFIX) for key in stored)
+    weights.build_tiny(tmp_path)
+    rebuilt = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
+    assert all(torch.equal(rebuilt[key], stored[key]) for key in stored), "tiny weights are seeded"
     assert {key: tuple(tensor.shape) for key, tensor in interpolator.model.state_dict().items()} == EXPECTED_LAYOUT
     assert interpolator.dtype == torch.float32
 
