@@ -21,7 +21,10 @@ class ConnectProxy:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                proxy._tunnel(self.request)
+                try:
+                    proxy._tunnel(self.request)
+                except OSError:  # a client hanging up mid-handshake ends its tunnel, nothing more
+                    pass
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
