@@ -47,7 +47,7 @@ def test_subscribe_with_logs_returns_a_playable_video(fal: ModuleType, stack: St
     assert video["content_type"] == "video/mp4"
     assert video["file_name"].endswith(".mp4")
     facts = download_video(video["url"], tmp_path, verify=stack.verify)
-    assert (facts.frames, facts.width, facts.height, facts.codec) == (49, 64, 48, "h264")
+    assert (facts.frames, facts.width, facts.height, facts.codec) == (97, 64, 48, "h264")  # use_rife: 49 -> 97
     assert facts.size_bytes == video["file_size"]
     assert facts.fps == pytest.approx(16)
     assert set(result["timings"]) >= {"encoding_prompt", "denoising", "decoding", "encoding_video"}
@@ -70,7 +70,7 @@ def test_same_seed_same_video_and_random_seed_returned(fal: ModuleType, stack: S
 def test_sync_run(fal: ModuleType, stack: Stack, tmp_path: Path) -> None:
     result = fal.run(APP, arguments=SMALL | {"export_fps": 8})
     facts = download_video(result["video"]["url"], tmp_path, verify=stack.verify)
-    assert facts.fps == pytest.approx(8) and facts.frames == 49
+    assert facts.fps == pytest.approx(8) and facts.frames == 97
 
 
 def test_submit_status_events_and_result(fal: ModuleType) -> None:

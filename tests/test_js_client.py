@@ -57,7 +57,7 @@ def test_run(stack: Stack, mode: str, tmp_path: Path) -> None:
     assert result["data"]["seed"] == 3
     assert result["requestId"]
     facts = download_video(result["data"]["video"]["url"], tmp_path, verify=stack.verify)
-    assert (facts.frames, facts.width, facts.height) == (49, 48, 32)
+    assert (facts.frames, facts.width, facts.height) == (97, 48, 32)  # use_rife: 49 -> 97
 
 
 @pytest.mark.parametrize("mode", MODES)
