@@ -36,7 +36,10 @@ def fit_image(image: Image.Image, size: Size, aspect: float | None = None) -> Im
 
 
 def fit_frames(frames: np.ndarray, size: Size) -> np.ndarray:
-    """Every frame center-cropped to the aspect ratio of ``size`` and resized to it."""
+    """Every frame center-cropped to the aspect ratio of ``size`` and resized to it; frames of
+    that size come back as they are (a same-size resample would still soften them)."""
+    if (frames.shape[2], frames.shape[1]) == size:
+        return frames
     return np.stack([np.asarray(fit_image(Image.fromarray(frame), size)) for frame in frames])
 
 

@@ -76,6 +76,7 @@ def test_length_is_trimmed_or_held_and_frames_are_cropped_to_the_center() -> Non
     striped = np.zeros((1, 40, 120, 3), np.uint8)
     striped[:, :, 40:80] = 255  # white middle third: all a square center crop keeps
     assert fit_frames(striped, (20, 20)).min() > 200
+    assert fit_frames(striped, (120, 40)) is striped
     assert resize_frames(striped, (120, 40)) is striped
     assert resize_frames(striped, (60, 60)).shape == (1, 60, 60, 3)
 

@@ -104,9 +104,10 @@ class CogVideoXComponents:
 
     def pipeline(self, pipeline_class: type, transformer: CogVideoXTransformer3DModel | None = None) -> Any:
         """A pipeline of ``pipeline_class`` over the shared modules (and ``transformer``)."""
-        pipe = pipeline_class(
-            **{**self.modules, "scheduler": self.scheduler(), "transformer": transformer or self.modules["transformer"]}
-        )
+        if transformer is None:
+            transformer = self.modules["transformer"]
+        own = {"scheduler": self.scheduler(), "transformer": transformer}
+        pipe = pipeline_class(**{**self.modules, **own})
         # Progress goes to the request's logs through the step callback, not to stderr.
         pipe.set_progress_bar_config(disable=True)
         return pipe
