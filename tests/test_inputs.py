@@ -20,7 +20,6 @@ from PIL import Image
 
 from openreel import queues
 from openreel.records import RequestRecord
-from openreel.redis_server import EmbeddedRedis
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from pipelines.registry import ENDPOINTS
@@ -68,13 +67,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module")
-def connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    yield redis.Redis.from_url(server.start())
-    server.stop()
-
-
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     running = ScriptedServer().start()
@@ -105,8 +97,8 @@ class Logged:
         return Progress(log=self.lines.append, cancelled=lambda: False)
 
 
-def resolver(settings: Settings, connection: redis.Redis, logged: Logged | None = None) -> InputResolver:
-    return InputResolver(settings, make_storage(settings, connection), (logged or Logged()).progress())
+def resolver(settings: Settings, redis_connection: redis.Redis, logged: Logged | None = None) -> InputResolver:
+    return InputResolver(settings, make_storage(settings, redis_connection), (logged or Logged()).progress())
 
 
 def refused(call: Any, *args: Any) -> str:
@@ -119,20 +111,20 @@ def refused(call: Any, *args: Any) -> str:
 
 # --- sources -------------------------------------------------------------------------------
 def test_a_fetched_video_becomes_frames_and_fps(
-    settings: Settings, connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
+    settings: Settings, redis_connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
 ) -> None:
     logged = Logged()
     url = server.route("/clip", Reply(200, media["mp4"], {"content-type": "application/octet-stream"}))
-    video = resolver(settings, connection, logged).video(url, ["video_url"])
+    video = resolver(settings, redis_connection, logged).video(url, ["video_url"])
     assert video.frames.shape == (10, 48, 64, 3) and video.frames.dtype == np.uint8 and video.fps == 8
     assert logged.lines[0] == "downloading inputs"
     assert logged.lines[1].startswith("video_url: 0.0 MiB downloaded")
 
 
 def test_webm_and_jpeg_named_wrongly_are_still_recognised(
-    settings: Settings, connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
+    settings: Settings, redis_connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
 ) -> None:
-    inputs = resolver(settings, connection)
+    inputs = resolver(settings, redis_connection)
     webm = server.route("/picture.png", Reply(200, media["webm"], {"content-type": "image/png"}))
     jpeg = server.route("/movie.mp4", Reply(200, media["jpeg"], {"content-type": "video/mp4"}))
     assert inputs.video(webm, ["video_url"]).frames.shape == (10, 24, 32, 3)
@@ -140,9 +132,9 @@ def test_webm_and_jpeg_named_wrongly_are_still_recognised(
 
 
 def test_data_uris_are_decoded_within_their_cap(
-    settings: Settings, connection: redis.Redis, media: dict[str, bytes]
+    settings: Settings, redis_connection: redis.Redis, media: dict[str, bytes]
 ) -> None:
-    inputs = resolver(settings, connection)
+    inputs = resolver(settings, redis_connection)
     uri = "data:image/png;base64," + base64.b64encode(media["png"]).decode()
     assert inputs.image(uri, ["image_url"]).size == (40, 30)
     assert inputs.file("data:text/plain,hello%20there", ["loras", 0, "path"]).read_bytes() == b"hello there"
@@ -153,37 +145,37 @@ def test_data_uris_are_decoded_within_their_cap(
 
 
 def test_own_storage_urls_are_read_from_storage_not_fetched(
-    settings: Settings, connection: redis.Redis, media: dict[str, bytes], tmp_path: Path
+    settings: Settings, redis_connection: redis.Redis, media: dict[str, bytes], tmp_path: Path
 ) -> None:
-    storage = make_storage(settings, connection)
+    storage = make_storage(settings, redis_connection)
     source = tmp_path / "upload.mp4"
     source.write_bytes(media["mp4"])
     key = storage.put_file(source, "upload.mp4", "video/mp4")
     # The API is on a loopback address the guard refuses: only a storage read can succeed.
     url = storage.url(key, "http://127.0.0.9:1")
     logged = Logged()
-    assert resolver(settings, connection, logged).video(url, ["video_url"]).frames.shape[0] == 10
+    assert resolver(settings, redis_connection, logged).video(url, ["video_url"]).frames.shape[0] == 10
     assert "read from storage" in logged.lines[1]
     storage.delete(key)
-    assert "not allowed" in refused(resolver(settings, connection).video, url, ["video_url"])
+    assert "not allowed" in refused(resolver(settings, redis_connection).video, url, ["video_url"])
 
 
-def test_unsupported_schemes_are_refused(settings: Settings, connection: redis.Redis) -> None:
-    inputs = resolver(settings, connection)
+def test_unsupported_schemes_are_refused(settings: Settings, redis_connection: redis.Redis) -> None:
+    inputs = resolver(settings, redis_connection)
     for url in ("file:///etc/passwd", "ftp://127.0.0.1/a.mp4", "gopher://127.0.0.1:70/", "/etc/passwd"):
         assert "Unsupported URL" in refused(inputs.video, url, ["video_url"])
 
 
 # --- the guard, redirects, limits ----------------------------------------------------------
 def test_a_redirect_chain_ending_at_a_refused_address_is_not_followed(
-    settings: Settings, connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
+    settings: Settings, redis_connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
 ) -> None:
     internal = ScriptedServer(host="127.0.0.2").start()
     try:
         internal.route("/admin", Reply(200, media["mp4"]))
         server.route("/one", Reply(302, headers={"location": "/two"}))
         server.route("/two", Reply(301, headers={"location": internal.url("/admin")}))
-        message = refused(resolver(settings, connection).video, server.url("/one"), ["video_url"])
+        message = refused(resolver(settings, redis_connection).video, server.url("/one"), ["video_url"])
         assert "not allowed" in message and "127.0.0.2: loopback address" in message
         assert internal.hits == [] and len(server.hits_on("/two")) == 1
     finally:
@@ -191,25 +183,25 @@ def test_a_redirect_chain_ending_at_a_refused_address_is_not_followed(
 
 
 def test_metadata_and_private_addresses_are_refused_without_fetch_allow(
-    connection: redis.Redis, tmp_path: Path, server: ScriptedServer, media: dict[str, bytes]
+    redis_connection: redis.Redis, tmp_path: Path, server: ScriptedServer, media: dict[str, bytes]
 ) -> None:
-    inputs = resolver(Settings(data_dir=tmp_path), connection)
+    inputs = resolver(Settings(data_dir=tmp_path), redis_connection)
     server.route("/clip", Reply(200, media["mp4"]))
     for url in (server.url("/clip"), "http://169.254.169.254/latest/meta-data/", "http://[::ffff:10.0.0.1]/x"):
         assert "not allowed" in refused(inputs.video, url, ["video_url"])
     assert server.hits == []
 
 
-def test_redirect_limit(settings: Settings, connection: redis.Redis, server: ScriptedServer) -> None:
+def test_redirect_limit(settings: Settings, redis_connection: redis.Redis, server: ScriptedServer) -> None:
     for hop in range(4):
         server.route(f"/r{hop}", Reply(302, headers={"location": f"/r{hop + 1}"}))
-    assert "more than 2 redirects" in refused(resolver(settings, connection).video, server.url("/r0"), ["video_url"])
+    assert "more than 2 redirects" in refused(resolver(settings, redis_connection).video, server.url("/r0"), ["video_url"])
 
 
 def test_size_cap_with_and_without_content_length(
-    settings: Settings, connection: redis.Redis, server: ScriptedServer
+    settings: Settings, redis_connection: redis.Redis, server: ScriptedServer
 ) -> None:
-    inputs = resolver(settings, connection)
+    inputs = resolver(settings, redis_connection)
     declared = server.route("/declared", Reply(200, b"\0" * 300_000))
     streamed = server.route("/streamed", Reply(200, b"\0" * 300_000, chunked=True))
     for url in (declared, streamed):
@@ -218,8 +210,8 @@ def test_size_cap_with_and_without_content_length(
     assert list((settings.data_dir / "inputs" / "blobs").iterdir()) == []
 
 
-def test_read_timeout_and_http_errors(settings: Settings, connection: redis.Redis, server: ScriptedServer) -> None:
-    inputs = resolver(settings, connection)
+def test_read_timeout_and_http_errors(settings: Settings, redis_connection: redis.Redis, server: ScriptedServer) -> None:
+    inputs = resolver(settings, redis_connection)
     slow = server.route("/slow", Reply(200, b"late", delay_s=2.5))
     assert "timed out" in refused(inputs.video, slow, ["video_url"])
     assert "HTTP 404" in refused(inputs.video, server.url("/missing"), ["video_url"])
@@ -239,7 +231,7 @@ def test_read_timeout_and_http_errors(settings: Settings, connection: redis.Redi
 )
 def test_content_is_sniffed_from_the_bytes(
     settings: Settings,
-    connection: redis.Redis,
+    redis_connection: redis.Redis,
     server: ScriptedServer,
     media: dict[str, bytes],
     kind: str,
@@ -250,11 +242,11 @@ def test_content_is_sniffed_from_the_bytes(
     # Name and Content-Type claim the right kind; only the bytes tell.
     name, content_type = ("clip.mp4", "video/mp4") if field == "video_url" else ("photo.png", "image/png")
     url = server.route(f"/{name}", Reply(200, media[kind], {"content-type": content_type}))
-    assert expected in refused(getattr(resolver(settings, connection), method), url, [field])
+    assert expected in refused(getattr(resolver(settings, redis_connection), method), url, [field])
 
 
-def test_video_and_image_limits(settings: Settings, connection: redis.Redis, media: dict[str, bytes]) -> None:
-    inputs = resolver(settings, connection)
+def test_video_and_image_limits(settings: Settings, redis_connection: redis.Redis, media: dict[str, bytes]) -> None:
+    inputs = resolver(settings, redis_connection)
 
     def data(kind: str) -> str:
         return "data:application/octet-stream;base64," + base64.b64encode(media[kind]).decode()
@@ -262,19 +254,19 @@ def test_video_and_image_limits(settings: Settings, connection: redis.Redis, med
     assert "lasts 5.0 s; the limit is 4 s" in refused(inputs.video, data("long"), ["video_url"])
     assert "320x16; the largest side allowed is 256" in refused(inputs.video, data("wide"), ["video_url"])
     few_frames = settings.model_copy(update={"input_video_max_frames": 5})
-    assert "more than 5 frames" in refused(resolver(few_frames, connection).video, data("mp4"), ["video_url"])
+    assert "more than 5 frames" in refused(resolver(few_frames, redis_connection).video, data("mp4"), ["video_url"])
     small = settings.model_copy(update={"input_video_max_side": 32})
-    message = refused(resolver(small, connection).image, data("png"), ["image_url"])
+    message = refused(resolver(small, redis_connection).image, data("png"), ["image_url"])
     assert "40x30; the largest side allowed is 32" in message
 
 
 # --- the cache -----------------------------------------------------------------------------
 def test_a_file_used_twice_is_fetched_once(
-    settings: Settings, connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
+    settings: Settings, redis_connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
 ) -> None:
     first = server.route("/lora.safetensors", Reply(200, b"weights" * 1000))
     mirror = server.route("/mirror/lora.safetensors", Reply(200, b"weights" * 1000))
-    paths = [resolver(settings, connection).file(url, ["loras", 0, "path"]) for url in (first, first, mirror)]
+    paths = [resolver(settings, redis_connection).file(url, ["loras", 0, "path"]) for url in (first, first, mirror)]
     assert len(server.hits_on("/lora.safetensors")) == 1
     assert len({path for path in paths}) == 1  # same content, same cached file
     assert len(list((settings.data_dir / "inputs" / "blobs").iterdir())) == 1
@@ -292,17 +284,17 @@ class VideoUrlRunner:
 
 
 def test_a_non_video_ends_the_request_with_a_422_naming_the_field(
-    settings: Settings, connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
+    settings: Settings, redis_connection: redis.Redis, server: ScriptedServer, media: dict[str, bytes]
 ) -> None:
     runners = {VideoUrlRunner.endpoint_id: VideoUrlRunner()}
-    runtime = Runtime(settings, connection, runners, "test-worker")  # type: ignore[arg-type]
+    runtime = Runtime(settings, redis_connection, runners, "test-worker")  # type: ignore[arg-type]
     endpoint = ENDPOINTS[VideoUrlRunner.endpoint_id]
     record = RequestRecord(
         request_id=f"inputs-{time.time_ns()}", endpoint=endpoint.id, app=endpoint.id, family=endpoint.family,
         input={"prompt": server.route("/fake.mp4", Reply(200, media["png"]))}, created_at=time.time(),
         files_base_url="http://127.0.0.1:1",
     )  # fmt: skip
-    queues.submit(connection, runtime.store, record, job_timeout_s=60, max_retries=0)
+    queues.submit(redis_connection, runtime.store, record, job_timeout_s=60, max_retries=0)
     runtime.execute(record.request_id)
     done = runtime.store.get(record.request_id)
     assert done is not None and done.status == "COMPLETED" and done.error is not None

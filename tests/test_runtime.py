@@ -4,7 +4,6 @@ and an out-of-memory fails that request while the worker keeps serving."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import torch
 
 from openreel import queues
 from openreel.records import RecordStore, RequestRecord
-from openreel.redis_server import EmbeddedRedis
 from openreel.settings import Settings
 from pipelines.cogvideox.runner import load_family
 from workers.runtime import Runtime
@@ -45,18 +43,11 @@ class OutOfMemoryMidRun:
         return self.real.run(request, ctx)
 
 
-@pytest.fixture(scope="module")
-def connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    yield redis.Redis.from_url(server.start())
-    server.stop()
-
-
 @pytest.fixture
-def runtime(connection: redis.Redis, tmp_path: Path, models_dir: Path) -> Runtime:
+def runtime(redis_connection: redis.Redis, tmp_path: Path, models_dir: Path) -> Runtime:
     settings = Settings(data_dir=tmp_path, model_cache_dir=models_dir, device="cpu")
     runners = load_family(settings=settings, endpoints=[APP])
-    return Runtime(settings, connection, runners, "test-worker")  # type: ignore[arg-type]
+    return Runtime(settings, redis_connection, runners, "test-worker")  # type: ignore[arg-type]
 
 
 def enqueue(runtime: Runtime, request_id: str) -> RecordStore:
