@@ -21,6 +21,7 @@ import redis
 from openreel.storage.base import EXPIRY_KEY
 from tests.conftest import API_KEY
 from tests.connect_proxy import ConnectProxy
+from tests.generated_inputs import gradient_frames, mp4_bytes, png_bytes
 from tests.stack import Stack
 
 MiB = 1024 * 1024
@@ -133,3 +134,20 @@ def test_lifecycle_on_uploads_and_outputs(fal: ModuleType, stack: Stack, downloa
     assert download(video_url).status_code == 200
     unexpiring = fal.subscribe(APP, arguments=SMALL)
     assert expiry_of(stack, unexpiring["video"]["url"]) is None
+
+
+def test_uploaded_files_feed_real_requests(fal: ModuleType) -> None:
+    """What uploads are for: the returned URLs as video_url and image_url of real requests."""
+    video_url = fal.upload(mp4_bytes(gradient_frames(12, (48, 32)), fps=8), "video/mp4", "clip.mp4")
+    image_url = fal.upload(png_bytes((64, 48)), "image/png", "first.png")
+    common = {"prompt": "uploaded", "num_inference_steps": 2, "use_rife": False}
+    remade = fal.subscribe(
+        "fal-ai/cogvideox-5b/video-to-video",
+        arguments=common | {"video_url": video_url, "video_size": {"width": 32, "height": 32}, "strength": 0.5},
+    )
+    animated = fal.subscribe(
+        "fal-ai/cogvideox-5b/image-to-video",
+        arguments=common | {"image_url": image_url, "video_size": {"width": 64, "height": 48}},
+    )
+    for result in (remade, animated):
+        assert result["video"]["content_type"] == "video/mp4" and result["video"]["file_size"] > 0
