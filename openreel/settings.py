@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         description="Decode videos in tiles, one at a time (VAE tiling and slicing): less memory at the decode, "
         "the peak, for a little time. 'auto' is on for CUDA devices and off on CPU. Default auto.",
     )
+    rife_weights: Path | None = Field(
+        None,
+        description="RIFE flownet.pkl (or its folder) for the full preset. Default unset: the file of the "
+        "AlexWortega/RIFE repo in the Hugging Face cache, as 'openreel fetch-weights' puts it there.",
+    )
     lora_dirs: CsvList = Field(
         default_factory=list,
         description="Directories whose files a LoRA path may name by absolute path; comma-separated. Default none: "

@@ -59,7 +59,7 @@ def locate_weights(
         why = "could not be downloaded" if allow_download else "downloads are not allowed here"
         raise FileNotFoundError(
             f"RIFE weights {repo_id}/{WEIGHTS_FILE} are not in the Hugging Face cache and {why}: "
-            "download them beforehand, or point the RIFE weights path at a local copy"
+            "run `openreel fetch-weights`, or set OPENREEL_RIFE_WEIGHTS to a local copy"
         ) from error
 
 

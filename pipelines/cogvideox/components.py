@@ -88,7 +88,7 @@ class CogVideoXComponents:
             device=device,
             dtype=dtype,
             memory=memory,
-            rife=load_rife(settings.models, settings.models_dir, device),
+            rife=load_rife(settings.models, settings.models_dir, device, weights_path=settings.rife_weights),
             lora_sources=LoraSources(settings.lora_dirs, settings.lora_hub_download),
             lora_max_loaded=settings.lora_max_loaded,
             i2v_transformer=i2v_transformer,
