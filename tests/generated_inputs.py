@@ -7,7 +7,6 @@ import io
 import tempfile
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
@@ -15,6 +14,7 @@ from peft import LoraConfig, get_peft_model_state_dict
 from PIL import Image
 
 from models.tiny.cogvideox import TRANSFORMER_CONFIG
+from workers.outputs import encode_mp4
 
 
 def data_uri(content: bytes, mime: str) -> str:
@@ -35,17 +35,11 @@ def gradient_frames(count: int, size: tuple[int, int], seed: int = 0) -> np.ndar
     return np.stack(frames).astype(np.uint8)
 
 
-def mp4_bytes(frames: np.ndarray, fps: float) -> bytes:
-    height, width = frames.shape[1:3]
+def mp4_bytes(frames: np.ndarray, fps: int) -> bytes:
+    """The frames as an H.264 MP4, encoded by the worker's own output writer."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "clip.mp4"
-        writer = imageio_ffmpeg.write_frames(
-            str(path), (width, height), fps=fps, codec="libx264", macro_block_size=1, quality=10
-        )
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        encode_mp4(frames, fps, path)
         return path.read_bytes()
 
 

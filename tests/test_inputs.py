@@ -26,16 +26,14 @@ from pipelines.registry import ENDPOINTS
 from tests.http_servers import Reply, ScriptedServer
 from workers.context import InputError, Progress
 from workers.inputs import InputResolver
+from workers.outputs import encode_mp4
 from workers.runtime import Runtime
 
 
-def encode_video(path: Path, frames: int = 10, size: tuple[int, int] = (64, 48), fps: float = 8) -> bytes:
+def encode_video(path: Path, frames: int = 10, size: tuple[int, int] = (64, 48), fps: int = 8) -> bytes:
     width, height = size
-    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, codec="libx264", macro_block_size=1)
-    writer.send(None)
-    for index in range(frames):
-        writer.send(np.full((height, width, 3), index * 20 % 256, np.uint8).tobytes())
-    writer.close()
+    shades = (np.arange(frames)[:, None, None, None] * 20 % 256).astype(np.uint8)
+    encode_mp4(np.broadcast_to(shades, (frames, height, width, 3)), fps, path)
     return path.read_bytes()
 
 
