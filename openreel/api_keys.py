@@ -21,6 +21,11 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def owner_id(key: str) -> str:
+    """What a request record keeps of the key that submitted it: its digest, never the key."""
+    return _digest(key)
+
+
 def create_key(connection: redis.Redis, name: str) -> str:
     """A new key of the form ``<id>:<secret>`` (fal's id:secret shape); only its hash is kept."""
     key = f"{secrets.token_hex(8)}:{secrets.token_urlsafe(32)}"

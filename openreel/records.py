@@ -17,9 +17,14 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, Field
 
+from openreel import metrics
+
 Status = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 
 KEY_PREFIX = "openreel:req:"
+# The last failed requests, newest first, for 'openreel status' (cancellations are not failures).
+RECENT_FAILURES_KEY = "openreel:recent-failures"
+RECENT_FAILURES_KEPT = 50
 
 
 def record_key(request_id: str) -> str:
@@ -72,6 +77,7 @@ class RequestRecord(BaseModel):
     webhook_url: str | None = None
     object_lifetime_s: int | None = Field(None, description="Seconds output files are kept (lifecycle header).")
     files_base_url: str = Field(description="Base of the URLs of output files.")
+    owner: str | None = Field(None, description="Digest of the API key that submitted it; only that key reads it.")
     worker: str | None = None
     attempts: int = 0
     cancel_requested: bool = False
@@ -197,9 +203,29 @@ class RecordStore:
         for key, value in fields.items():
             args += [key, json.dumps(value)]
         done = self._finish(keys=[record_key(request_id), logs_key(request_id)], args=args)
-        if done and record is not None and record.webhook_url and self.webhooks is not None:
-            self.webhooks(record, output, error)
+        if done and record is not None:
+            self._count_outcome(record, error, now)
+            if record.webhook_url and self.webhooks is not None:
+                self.webhooks(record, output, error)
         return bool(done)
+
+    def _count_outcome(self, record: RequestRecord, error: RequestError | None, now: float) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            metrics.REQUESTS_COMPLETED.inc(pipe, record.endpoint, "ok" if error is None else error.error_type)
+            if error is not None and error.error_type != CANCELLED_ERROR.error_type:
+                failure = {
+                    "request_id": record.request_id,
+                    "endpoint": record.endpoint,
+                    "error_type": error.error_type,
+                    "message": error.message,
+                    "finished_at": now,
+                }
+                pipe.lpush(RECENT_FAILURES_KEY, json.dumps(failure))
+                pipe.ltrim(RECENT_FAILURES_KEY, 0, RECENT_FAILURES_KEPT - 1)
+            pipe.execute()
+
+    def recent_failures(self, limit: int) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self.redis.lrange(RECENT_FAILURES_KEY, 0, limit - 1)]
 
     def request_cancel(self, request_id: str) -> str:
         """'queued' (caller removes it), 'running' (flag set), 'completed' or 'missing'."""

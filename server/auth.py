@@ -38,7 +38,13 @@ class KeyCheck:
             raise FalError(401, "Missing credentials: send 'Authorization: Key <your key>'", "unauthorized")
         if not api_keys.is_valid(self.redis, self.configured, credentials.strip()):
             raise FalError(401, "Invalid API key", "unauthorized")
+        request.state.key_owner = api_keys.owner_id(credentials.strip())
 
 
 def require_key(request: Request) -> None:
     request.app.state.key_check(request)
+
+
+def key_owner(request: Request) -> str | None:
+    """The submitting key's owner id, or None where no key is required (everyone shares requests)."""
+    return getattr(request.state, "key_owner", None)

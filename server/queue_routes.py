@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from openreel.records import RequestRecord
 from pipelines.registry import Endpoint
-from server.auth import require_key
+from server.auth import key_owner, require_key
 from server.errors import FalError
 from server.requests import RequestService, SubmitOptions
 from server.status import status_body, submitted_body
@@ -60,7 +60,7 @@ async def submit_request(request: Request, endpoint_id: str) -> RequestRecord:
     payload = await read_json(request) if request.method != "GET" else dict(request.query_params)
     options = SubmitOptions.from_headers(request.headers, request.query_params.get("fal_webhook"))
     record = await run_in_threadpool(
-        service(request).submit, endpoint, payload, options, request.state.origin
+        service(request).submit, endpoint, payload, options, request.state.origin, key_owner(request)
     )
     request.state.request_id = record.request_id
     return record
@@ -75,7 +75,7 @@ async def get_status(request: Request, app: str, request_id: str, logs: str = "0
 
 def _status(request: Request, app: str, request_id: str, with_logs: bool) -> dict[str, Any]:
     requests = service(request)
-    record = requests.get(app, request_id)
+    record = requests.get(app, request_id, key_owner(request))
     position = requests.queue_position(record) if record.status == "IN_QUEUE" else None
     logs = requests.store.logs(request_id) if with_logs else None
     return status_body(queue_base(request), record, logs, position)
@@ -85,7 +85,7 @@ def _status(request: Request, app: str, request_id: str, with_logs: bool) -> dic
 async def stream_status(request: Request, app: str, request_id: str, logs: str = "0") -> StreamingResponse:
     request.state.request_id = request_id
     with_logs = logs.lower() in LOGS_ON
-    await run_in_threadpool(service(request).get, app, request_id)  # 404 before the stream starts
+    await run_in_threadpool(service(request).get, app, request_id, key_owner(request))  # 404 before the stream
     return StreamingResponse(
         _status_events(request, app, request_id, with_logs),
         media_type="text/event-stream",
@@ -100,7 +100,7 @@ async def _status_events(request: Request, app: str, request_id: str, with_logs:
     sent_logs = 0
     last: tuple[Any, ...] | None = None
     while True:
-        record = await run_in_threadpool(requests.get, app, request_id)
+        record = await run_in_threadpool(requests.get, app, request_id, key_owner(request))
         new_logs = await run_in_threadpool(requests.store.logs, request_id, sent_logs) if with_logs else []
         position = (
             await run_in_threadpool(requests.queue_position, record) if record.status == "IN_QUEUE" else None
@@ -119,13 +119,13 @@ async def _status_events(request: Request, app: str, request_id: str, with_logs:
 @router.get("/{app:path}/requests/{request_id}")
 async def get_result(request: Request, app: str, request_id: str) -> JSONResponse:
     request.state.request_id = request_id
-    return JSONResponse(await run_in_threadpool(service(request).result, app, request_id))
+    return JSONResponse(await run_in_threadpool(service(request).result, app, request_id, key_owner(request)))
 
 
 @router.put("/{app:path}/requests/{request_id}/cancel")
 async def cancel(request: Request, app: str, request_id: str) -> JSONResponse:
     request.state.request_id = request_id
-    status_code, outcome = await run_in_threadpool(service(request).cancel, app, request_id)
+    status_code, outcome = await run_in_threadpool(service(request).cancel, app, request_id, key_owner(request))
     return JSONResponse({"status": outcome}, status_code=status_code)
 
 

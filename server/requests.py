@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from openreel import queues
 from openreel.netguard import is_web_url
-from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestRecord
+from openreel.records import TIMEOUT_ERROR, RecordStore, RequestRecord
 from openreel.settings import Settings
 from openreel.webhooks import WebhookQueue
 from pipelines.registry import Endpoint
@@ -25,6 +25,13 @@ from server.errors import FalError, validation_detail
 
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"0", "false", "no"}
+# fal's answers to a cancel call, by what openreel.queues.cancel did.
+CANCEL_ANSWERS = {
+    "cancelled": (202, "CANCELLATION_REQUESTED"),
+    "requested": (202, "CANCELLATION_REQUESTED"),
+    "completed": (400, "ALREADY_COMPLETED"),
+    "missing": (404, "NOT_FOUND"),
+}
 
 
 
@@ -104,7 +111,7 @@ class RequestService:
         self.store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
 
     def submit(
-        self, endpoint: Endpoint, payload: Any, options: SubmitOptions, files_base_url: str
+        self, endpoint: Endpoint, payload: Any, options: SubmitOptions, files_base_url: str, owner: str | None = None
     ) -> RequestRecord:
         try:
             request = endpoint.input_model.model_validate(payload, context={"settings": self.settings})
@@ -125,6 +132,7 @@ class RequestService:
             webhook_url=options.webhook_url,
             object_lifetime_s=options.object_lifetime_s,
             files_base_url=self.settings.public_url or files_base_url,
+            owner=owner,
         )
         queues.submit(
             self.redis,
@@ -135,10 +143,11 @@ class RequestService:
         )
         return record
 
-    def get(self, app: str, request_id: str) -> RequestRecord:
-        """The record, after expiring a missed start deadline; 404 when unknown under this app."""
+    def get(self, app: str, request_id: str, owner: str | None = None) -> RequestRecord:
+        """The record, after expiring a missed start deadline; 404 when unknown under this app
+        or submitted with another API key (as fal answers: the id's existence is not revealed)."""
         record = self.store.get(request_id)
-        if record is None or record.app != app:
+        if record is None or record.app != app or (record.owner is not None and record.owner != owner):
             raise FalError(404, "Request not found")
         if record.status == "IN_QUEUE" and record.start_deadline and time.time() > record.start_deadline:
             if self.store.complete(request_id, error=TIMEOUT_ERROR):
@@ -149,29 +158,17 @@ class RequestService:
     def queue_position(self, record: RequestRecord) -> int:
         return queues.queue_position(self.redis, record)
 
-    def cancel(self, app: str, request_id: str) -> tuple[int, str]:
+    def cancel(self, app: str, request_id: str, owner: str | None = None) -> tuple[int, str]:
         """(HTTP status, fal outcome) of a cancel call."""
         try:
-            record = self.get(app, request_id)
+            record = self.get(app, request_id, owner)
         except FalError:
             return 404, "NOT_FOUND"
-        outcome = self.store.request_cancel(request_id)
-        if outcome == "queued":
-            if self.store.complete(request_id, error=CANCELLED_ERROR):
-                self.store.log(request_id, "cancelled before it started")
-                queues.remove_queued(self.redis, record)
-                return 202, "CANCELLATION_REQUESTED"
-            outcome = "completed"
-        if outcome == "running":
-            self.store.log(request_id, "cancellation requested")
-            return 202, "CANCELLATION_REQUESTED"
-        if outcome == "completed":
-            return 400, "ALREADY_COMPLETED"
-        return 404, "NOT_FOUND"
+        return CANCEL_ANSWERS[queues.cancel(self.redis, self.store, record)]
 
-    def result(self, app: str, request_id: str) -> dict[str, Any]:
+    def result(self, app: str, request_id: str, owner: str | None = None) -> dict[str, Any]:
         """The output of a completed request, or its error raised as a ``FalError``."""
-        record = self.get(app, request_id)
+        record = self.get(app, request_id, owner)
         if record.status != "COMPLETED":
             raise FalError(400, "Request is still in progress")
         if record.error is not None:

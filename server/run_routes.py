@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.auth import require_key
+from server.auth import key_owner, require_key
 from server.queue_routes import service, submit_request
 
 router = APIRouter(prefix="/run", dependencies=[Depends(require_key)])
@@ -22,12 +22,13 @@ router = APIRouter(prefix="/run", dependencies=[Depends(require_key)])
 async def run(request: Request, endpoint_id: str) -> JSONResponse:
     record = await submit_request(request, endpoint_id)
     requests = service(request)
+    owner = key_owner(request)
     poll_s = request.app.state.settings.poll_interval_s
     while True:
-        current = await run_in_threadpool(requests.get, record.app, record.request_id)
+        current = await run_in_threadpool(requests.get, record.app, record.request_id, owner)
         if current.status == "COMPLETED":
-            return JSONResponse(await run_in_threadpool(requests.result, record.app, record.request_id))
+            return JSONResponse(await run_in_threadpool(requests.result, record.app, record.request_id, owner))
         if await request.is_disconnected():
-            await run_in_threadpool(requests.cancel, record.app, record.request_id)
+            await run_in_threadpool(requests.cancel, record.app, record.request_id, owner)
             return JSONResponse({"detail": "Client disconnected"}, status_code=499)
         await asyncio.sleep(poll_s)
