@@ -11,7 +11,8 @@ from typing import Literal
 import redis
 from rq import Callback, Queue, Retry
 
-from openreel.records import RecordStore, RequestRecord
+from openreel import metrics
+from openreel.records import CANCELLED_ERROR, RecordStore, RequestRecord
 
 Priority = Literal["normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("normal", "low")
@@ -54,6 +55,7 @@ def submit(
             pipeline=pipe,
         )
         store.create(record, pipe)
+        metrics.REQUESTS_SUBMITTED.inc(pipe, record.endpoint, queue.name)
         pipe.execute()
 
 
@@ -75,3 +77,19 @@ def remove_queued(connection: redis.Redis, record: RequestRecord) -> None:
     job = queue.fetch_job(record.request_id)
     if job is not None:
         job.delete(remove_from_queue=False)
+
+
+def cancel(connection: redis.Redis, store: RecordStore, record: RequestRecord) -> str:
+    """Cancel for a client or an operator: 'cancelled' (it was queued: completed now and taken
+    off its queue), 'requested' (it runs: stopped at its next step), 'completed' or 'missing'."""
+    outcome = store.request_cancel(record.request_id)
+    if outcome == "queued":
+        if not store.complete(record.request_id, error=CANCELLED_ERROR):
+            return "completed"  # a worker or a start timeout completed it first
+        store.log(record.request_id, "cancelled before it started")
+        remove_queued(connection, record)
+        return "cancelled"
+    if outcome == "running":
+        store.log(record.request_id, "cancellation requested")
+        return "requested"
+    return outcome

@@ -1,4 +1,4 @@
-"""Which workers are alive and ready, for ``GET /health``.
+"""Which workers are alive and what they are doing, for ``GET /health``, metrics and ``openreel status``.
 
 Each worker refreshes a key with a TTL from its heartbeat thread; a worker that dies simply
 stops refreshing it, so no one has to clean up after a kill -9.
@@ -7,11 +7,19 @@ stops refreshing it, so no one has to clean up after a kill -9.
 from __future__ import annotations
 
 import json
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
 
 import redis
 
 INDEX_KEY = "openreel:workers"
+
+State = Literal["starting", "loading", "ready", "busy", "failed"]
+STATES: tuple[State, ...] = ("starting", "loading", "ready", "busy", "failed")
+# A busy worker is loaded and serving; it only takes the next job when this one ends.
+SERVING: frozenset[str] = frozenset({"ready", "busy"})
 
 
 def _key(name: str) -> str:
@@ -41,3 +49,40 @@ def live_workers(connection: redis.Redis) -> list[dict[str, Any]]:
     if gone:
         connection.srem(INDEX_KEY, *gone)
     return [json.loads(info) for info in infos if info is not None]
+
+
+class Presence:
+    """One worker's registry entry: its info and state, published at once on every change and
+    again on every heartbeat (with fresh figures from ``probe``, such as GPU memory)."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        name: str,
+        info: dict[str, Any],
+        ttl_s: int,
+        probe: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.redis, self.name, self.ttl_s, self.probe = connection, name, ttl_s, probe
+        self.info = {"name": name, **info}
+        self._details: set[str] = set()
+        self._lock = threading.Lock()  # the heartbeat thread and the job loop both publish
+
+    def set_state(self, state: State, **details: Any) -> None:
+        """Publish ``state``; ``details`` (a request id, an error) last until the next change."""
+        with self._lock:
+            self.info = {key: value for key, value in self.info.items() if key not in self._details}
+            self._details = set(details)
+            self.info.update(details, state=state, state_since=time.time())
+            self._publish()
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._publish()
+
+    def withdraw(self) -> None:
+        withdraw(self.redis, self.name)
+
+    def _publish(self) -> None:
+        self.info.update(self.probe())
+        announce(self.redis, self.name, self.info, self.ttl_s)
