@@ -66,3 +66,8 @@ def fit_length(frames: np.ndarray, count: int) -> np.ndarray:
         return frames[:count]
     hold = np.repeat(frames[-1:], count - len(frames), axis=0)
     return np.concatenate([frames, hold])
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to uint8, rounding the way diffusers' own PIL output does."""
+    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)

@@ -19,6 +19,7 @@ from models.presets import resolve
 from models.rife import RifeInterpolator, load_rife
 from openreel.settings import Settings
 from pipelines.cogvideox import I2V_REPO, T2V_REPO
+from pipelines.devices import dtype_for, resolve_device
 from pipelines.lora_adapters import LoraAdapters
 from pipelines.lora_sources import LoraSources
 from pipelines.memory import GIB, PipelineMemory
@@ -28,23 +29,6 @@ log = logging.getLogger(__name__)
 # Peak inference memory above the weights for CogVideoX-5B at 720x480, 49 frames, VAE untiled:
 # 31.75 - 19.76 GiB in the diffusers-torchao bf16 benchmark, rounded up.
 ACTIVATION_HEADROOM_BYTES = 12 * GIB
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` as a torch device."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {spec!r}; expected auto, cpu, cuda or cuda:N")
-    return device
-
-
-def dtype_for(device: torch.device) -> torch.dtype:
-    # bf16 is what the 5B weights were trained and published in; CPUs run it slowly or not at all.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 @dataclass

@@ -29,7 +29,8 @@ from pipelines.cogvideox.schema import (
     VideoToVideoInput,
 )
 from pipelines.fal_types import resolve_size
-from pipelines.frames import Size, fit_frames, fit_image, fit_length, resample_fps, resize_frames
+from pipelines.frames import Size, fit_frames, fit_image, fit_length, resample_fps, resize_frames, to_uint8
+from pipelines.lora_adapters import RequestedLora
 from workers.context import JobContext
 
 T2V_ENDPOINT = "fal-ai/cogvideox-5b"
@@ -126,7 +127,7 @@ class CogVideoXRunner(ABC):
         loc = ["loras", 0, "path"]
         lora = self.components.lora_sources.resolve(loras[0].path, loc, ctx.inputs)
         ctx.progress.stage("loading lora")
-        return self.adapters.applied(lora, loras[0].scale, loc, ctx.progress.log)
+        return self.adapters.applied([RequestedLora(lora, loras[0].scale, loc)], ctx.progress.log)
 
     def _generate(self, request: CogVideoXInput, prepared: Prepared, seed: int, ctx: JobContext) -> np.ndarray:
         """uint8 frames (F, H, W, 3) at the delivered size."""
@@ -263,11 +264,6 @@ class VideoToVideo(CogVideoXRunner):
     def warm_up_arguments(self) -> dict[str, Any]:
         gray = Image.new("RGB", (64, 64), (128, 128, 128))
         return dict(video=[gray] * WARM_UP_FRAMES, strength=1.0, height=64, width=64)
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """[0, 1] floats to uint8, rounding the way diffusers' own PIL output does."""
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
 
 
 def load_family(*, settings: Settings, endpoints: list[str] | None = None) -> dict[str, CogVideoXRunner]:
