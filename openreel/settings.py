@@ -140,6 +140,35 @@ class Settings(BaseSettings):
         description="LoRA adapters kept loaded per transformer after their request, so a repeated LoRA is not "
         "loaded again; the least recently used goes first. Default 4.",
     )
+    fp8_weights: bool = Field(
+        False,
+        description="Store the large transformers' weights in float8_e4m3fn and compute in bfloat16 (diffusers' "
+        "layerwise casting): about half their memory, slightly slower and less precise. Applies to the "
+        "Video-As-Prompt transformer. Default false.",
+    )
+
+    # --- Video-As-Prompt (fal-ai/video-as-prompt) ----------------------------------------------
+    video_as_prompt_steps: int = Field(
+        50,
+        ge=1,
+        le=100,
+        description="Denoising steps per request (fal's schema has no such field); each runs the transformer "
+        "twice for guidance. Default 50, the Video-As-Prompt inference script's value.",
+    )
+    video_as_prompt_max_pixels: int = Field(
+        0,
+        ge=0,
+        description="Largest width x height generated per frame, in pixels; a larger aspect_ratio/resolution is "
+        "generated and delivered scaled down to fit (same aspect, multiples of 16), and the request's logs say "
+        "so. 0: no cap, every size as documented. Default 0.",
+    )
+    safety_checker: str | None = Field(
+        None,
+        description="Hugging Face repo id or local directory of the StableDiffusionSafetyChecker (with its CLIP "
+        "preprocessor_config.json) behind enable_safety_checker. Default: CompVis/stable-diffusion-safety-checker "
+        "(under the tiny preset, its generated stand-in).",
+    )
+
 
     # --- output storage --------------------------------------------------------------------
     storage: Literal["local", "s3"] = Field(

@@ -25,9 +25,21 @@ class RequestCancelled(Exception):
 class InputError(Exception):
     """A request that passed schema validation but cannot be served (a 422 in fal's shape)."""
 
+    request_error_type = "invalid_input"
+    """The request's ``error_type``; ``error_type`` below is that of the detail entry."""
+
     def __init__(self, loc: list[str | int], msg: str, error_type: str = "value_error") -> None:
         super().__init__(msg)
         self.detail = [{"loc": ["body", *loc], "msg": msg, "type": error_type}]
+
+
+class ContentPolicyViolation(InputError):
+    """The output was flagged by a content checker: fal's 422 ``content_policy_violation``."""
+
+    request_error_type = "content_policy_violation"
+
+    def __init__(self, msg: str) -> None:
+        super().__init__([], msg, self.request_error_type)
 
 
 @dataclass

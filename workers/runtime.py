@@ -81,7 +81,7 @@ class Runtime:
         except RequestCancelled:
             error = CANCELLED_ERROR
         except InputError as exc:
-            error = RequestError(status_code=422, detail=exc.detail, error_type="invalid_input")
+            error = RequestError(status_code=422, detail=exc.detail, error_type=exc.request_error_type)
         except ValidationError as exc:
             detail = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
             error = RequestError(status_code=422, detail=detail, error_type="invalid_input")
