@@ -1,6 +1,6 @@
 """Write docs/settings.md from the Settings model, so the reference cannot drift from the code.
 
-    python scripts/gen_settings_doc.py          # rewrite docs/settings.md
+    python scripts/gen_settings_doc.py          # rewrite docs/settings.md (and .env.example)
     python scripts/gen_settings_doc.py --check  # exit 1 if it is stale (run by the tests)
 """
 
@@ -34,3 +34,7 @@ if __name__ == "__main__":
     if "--check" in sys.argv:
         sys.exit(0 if TARGET.read_text() == render() else 1)
     TARGET.write_text(render())
+    # .env.example lists every setting too: a new setting should not need a second command.
+    import gen_env_example
+
+    gen_env_example.TARGET.write_text(gen_env_example.render())
