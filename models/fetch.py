@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
+from huggingface_hub.utils import enable_progress_bars
+from tqdm import tqdm
 
 from pipelines.registry import Endpoint, Weights
 
@@ -31,11 +33,14 @@ def weights_of(endpoints: Iterable[Endpoint]) -> list[Weights]:
 def fetch_weights(
     endpoints: Iterable[Endpoint],
     download: Callable[..., str] | None = None,
-    report: Callable[[str], None] = print,
+    report: Callable[[str], None] = tqdm.write,
 ) -> list[Path]:
+    """Each repo with a bar over the repos; the hub adds its bars per file (tens of gigabytes
+    must visibly move), undoing a library's earlier switching them off."""
     download = download or snapshot_download
+    enable_progress_bars()
     paths = []
-    for weights in weights_of(endpoints):
+    for weights in tqdm(weights_of(endpoints), desc="repositories", unit="repo"):
         what = "all files" if weights.patterns is None else ", ".join(weights.patterns)
         report(f"fetching {weights.repo} ({what})")
         paths.append(Path(download(weights.repo, allow_patterns=list(weights.patterns) if weights.patterns else None)))

@@ -11,6 +11,7 @@ import hmac
 import json
 import secrets
 import time
+from typing import Any
 
 import redis
 
@@ -27,14 +28,33 @@ def owner_id(key: str) -> str:
 
 
 def create_key(connection: redis.Redis, name: str) -> str:
-    """A new key of the form ``<id>:<secret>`` (fal's id:secret shape); only its hash is kept."""
-    key = f"{secrets.token_hex(8)}:{secrets.token_urlsafe(32)}"
-    connection.hset(STORE_KEY, _digest(key), json.dumps({"name": name, "created_at": time.time()}))
+    """A new key of the form ``<id>:<secret>`` (fal's id:secret shape); only its hash is kept,
+    with the id, so operators can list and revoke keys without holding them."""
+    key_id = secrets.token_hex(8)
+    key = f"{key_id}:{secrets.token_urlsafe(32)}"
+    entry = {"id": key_id, "name": name, "created_at": time.time()}
+    connection.hset(STORE_KEY, _digest(key), json.dumps(entry))
     return key
 
 
-def revoke_key(connection: redis.Redis, key: str) -> bool:
-    return bool(connection.hdel(STORE_KEY, _digest(key)))
+def list_keys(connection: redis.Redis) -> list[dict[str, Any]]:
+    """Id, name and creation time of each stored key, oldest first. Keys stored before ids were
+    kept show the start of their digest as id."""
+    keys = []
+    for digest, entry in connection.hgetall(STORE_KEY).items():
+        info = json.loads(entry)
+        keys.append({**info, "id": info.get("id") or digest.decode()[:16]})
+    return sorted(keys, key=lambda info: info.get("created_at") or 0)
+
+
+def revoke_key(connection: redis.Redis, key_or_id: str) -> bool:
+    """Revoke by the whole key, or by the id ``list_keys`` shows."""
+    if connection.hdel(STORE_KEY, _digest(key_or_id)):
+        return True
+    for digest, entry in connection.hgetall(STORE_KEY).items():
+        if key_or_id in (json.loads(entry).get("id"), digest.decode()[:16]):
+            return bool(connection.hdel(STORE_KEY, digest))
+    return False
 
 
 def stored_key_count(connection: redis.Redis) -> int:

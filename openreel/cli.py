@@ -1,4 +1,5 @@
-"""``openreel``: start the stack or its parts, manage API keys, build tiny weights.
+"""``openreel``: start the stack or its parts, watch and steer a running one, manage API keys,
+fetch or build weights.
 
 Every flag overrides the ``OPENREEL_*`` variable of the same name (see openreel.settings).
 """
@@ -6,6 +7,7 @@ Every flag overrides the ``OPENREEL_*`` variable of the same name (see openreel.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from openreel import logging_setup
 from openreel.child_process import die_with_parent
 from openreel.redis_server import EmbeddedRedis, running_url
 from openreel.settings import Settings, child_env, load_settings
@@ -48,6 +51,10 @@ def _add_endpoints(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openreel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,13 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     io_worker = commands.add_parser("io-worker", help="webhook delivery and storage sweeps, against a shared Redis")
     _add_common(io_worker)
 
+    status = commands.add_parser("status", help="queues, workers and recent failures of a running deployment")
+    _add_common(status)
+    _add_json(status)
+
+    requests = commands.add_parser("requests", help="look at or cancel one request")
+    request_commands = requests.add_subparsers(dest="requests_command", required=True)
+    show = request_commands.add_parser("show", help="status, endpoint, timings, error and the last log lines")
+    show.add_argument("--logs", type=int, default=20, help="log lines shown, the last ones (default 20)")
+    _add_json(show)
+    cancel = request_commands.add_parser("cancel", help="cancel a queued or running request")
+    for request_command in (show, cancel):
+        request_command.add_argument("request_id")
+        _add_common(request_command)
+
     keys = commands.add_parser("keys", help="API keys kept (hashed) in Redis")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key and print it once")
     create.add_argument("--name", default="default", help="a label for the key")
+    listing = key_commands.add_parser("list", help="ids, names and creation times of stored keys (never the keys)")
+    _add_json(listing)
     revoke = key_commands.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("key")
-    for key_command in (create, revoke):
+    revoke.add_argument("key", help="the key, or its id as 'keys list' shows it")
+    for key_command in (create, listing, revoke):
         _add_common(key_command)
 
     tiny = commands.add_parser("make-tiny-models", help="generate the tiny random-weight repos offline")
@@ -136,6 +159,7 @@ def serve_api(settings: Settings, redis_url: str) -> None:
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through openreel's handler, in its format
         timeout_graceful_shutdown=5,
     )
 
@@ -216,6 +240,11 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> None:
         connection = redis.Redis.from_url(url)
         if args.keys_command == "create":
             print(api_keys.create_key(connection, args.name))
+        elif args.keys_command == "list":
+            from openreel.operator_cli import render_keys
+
+            keys = api_keys.list_keys(connection)
+            print(json.dumps(keys, indent=2) if args.json else render_keys(keys))
         elif not api_keys.revoke_key(connection, args.key):
             raise StartupError("no such key")
     finally:
@@ -223,17 +252,60 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> None:
             embedded.stop()
 
 
+def deployment_redis(settings: Settings) -> redis.Redis:
+    """The running deployment's Redis, for the commands that inspect or steer it."""
+    import redis
+
+    connection = redis.Redis.from_url(shared_redis_url(settings), socket_connect_timeout=5)
+    try:
+        connection.ping()
+    except redis.RedisError as error:
+        raise StartupError(f"cannot reach Redis: {error}") from None
+    return connection
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> None:
+    from openreel import operator_cli
+    from openreel.records import RecordStore
+    from pipelines.registry import select
+
+    connection = deployment_redis(settings)
+    families = sorted({endpoint.family for endpoint in select(settings.endpoints)})
+    report = operator_cli.status_report(connection, RecordStore(connection, settings.retention_s), families)
+    print(json.dumps(report, indent=2) if args.json else operator_cli.render_status(report, time.time()))
+
+
+def run_requests(args: argparse.Namespace, settings: Settings) -> None:
+    from openreel import operator_cli
+    from openreel.records import RecordStore
+    from openreel.webhooks import WebhookQueue
+
+    connection = deployment_redis(settings)
+    # A cancel completes a queued request, and completing sends its webhook.
+    store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
+    record = store.get(args.request_id)
+    if record is None:
+        raise StartupError(f"no request {args.request_id} (unknown, or past its retention)")
+    if args.requests_command == "show":
+        report = operator_cli.request_report(store, record, args.logs)
+        print(json.dumps(report, indent=2) if args.json else operator_cli.render_request(report))
+        return
+    cancelled, message = operator_cli.cancel_request(connection, store, record)
+    if not cancelled:
+        raise StartupError(message)
+    print(message)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        settings = settings_from(args)
+        logging_setup.configure(settings.log_format, settings.log_level, args.command)
         if args.command == "make-tiny-models":
             from models.presets import make_all_tiny
 
             make_all_tiny(args.directory)
-            return
-        settings = settings_from(args)
-        if args.command == "fetch-weights":
+        elif args.command == "fetch-weights":
             from models.fetch import fetch_weights
             from pipelines.registry import select
 
@@ -255,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
             run_io_worker(settings, shared_redis_url(settings))
         elif args.command == "keys":
             run_keys(args, settings)
+        elif args.command == "status":
+            run_status(args, settings)
+        elif args.command == "requests":
+            run_requests(args, settings)
     except (StartupError, ValidationError) as error:
         sys.exit(f"openreel: {error}")
     except KeyboardInterrupt:

@@ -242,6 +242,16 @@ class Settings(BaseSettings):
         "and kept in Redis, so every process sharing the Redis signs with it.",
     )
 
+    # --- operations: logs ------------------------------------------------------------------
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="Log lines on stderr: 'json' (one object per line, with the request id), 'text' (readable), or "
+        "'auto': text when stderr is a terminal, JSON otherwise. Default auto.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe level logged (DEBUG also logs every status poll). Default INFO."
+    )
+
     @field_validator("api_keys", "endpoints", "fetch_allow", "lora_dirs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -19,6 +19,8 @@ import httpx
 import redis
 from rq import Queue, Retry, get_current_job
 
+from openreel import metrics
+from openreel.logging_setup import request_context
 from openreel.netguard import AddressRefused, guarded_client
 from openreel.records import RecordStore, RequestError, RequestRecord
 from openreel.settings import Settings
@@ -110,18 +112,21 @@ class Deliverer:
                 code = response.status_code
         except (AddressRefused, httpx.InvalidURL) as refused:
             self._log(request_id, f"webhook not sent: {refused}", "ERROR")
+            metrics.WEBHOOK_ATTEMPTS.inc(self.store.redis, "refused")
             return  # another try would be refused too
         except httpx.HTTPError as error:
             message = f"{tries} failed: {type(error).__name__}: {error}"
             raise self._failure(request_id, message, attempt == max_attempts) from None
         if 200 <= code < 300:
             self._log(request_id, f"webhook delivered ({tries}): HTTP {code}", "INFO")
+            metrics.WEBHOOK_ATTEMPTS.inc(self.store.redis, "delivered")
             return
         note = " (redirects are not followed)" if 300 <= code < 400 else ""
         raise self._failure(request_id, f"{tries} failed: HTTP {code}{note}", attempt == max_attempts)
 
     def _failure(self, request_id: str, message: str, last: bool) -> WebhookFailed:
         self._log(request_id, f"webhook {message}{'; giving up' if last else ''}", "ERROR" if last else "WARN")
+        metrics.WEBHOOK_ATTEMPTS.inc(self.store.redis, "failed" if last else "retried")
         return WebhookFailed(message)
 
     def _log(self, request_id: str, message: str, level: str) -> None:
@@ -143,4 +148,5 @@ def deliver(request_id: str, url: str, body: bytes, max_attempts: int) -> None:
         raise RuntimeError("webhooks are delivered by 'openreel io-worker', not this process")
     job = get_current_job()
     retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
-    _deliverer.attempt(request_id, url, body, max_attempts - retries_left, max_attempts)
+    with request_context(request_id):
+        _deliverer.attempt(request_id, url, body, max_attempts - retries_left, max_attempts)

@@ -15,7 +15,7 @@ from openreel.signing import jwks, load_signing_key
 from openreel.storage import make_storage
 from pipelines import registry
 from server import files_routes, health_routes, jwks_routes, queue_routes, run_routes
-from server import cdn_routes, storage_routes
+from server import cdn_routes, metrics_routes, storage_routes
 from server.auth import KeyCheck
 from server.errors import REQUEST_ID_HEADER, RequestIdMiddleware, install_error_handlers
 from server.requests import RequestService
@@ -41,6 +41,7 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     for router in (storage_routes.keyed, storage_routes.presigned, cdn_routes.router):
         app.include_router(router)
     app.include_router(jwks_routes.router)
+    app.include_router(metrics_routes.router)
 
     # Starlette runs the last added middleware first: CORS, then request ids, then routing.
     app.add_middleware(FalHostRouting)

@@ -7,6 +7,7 @@ the id from that header, so every response carries it, errors included.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -20,7 +21,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openreel.logging_setup import request_scope
+
 log = logging.getLogger("openreel.api")
+access_log = logging.getLogger("openreel.access")
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 
@@ -66,6 +70,10 @@ def _json_value(value: Any) -> Any:
 
 
 class RequestIdMiddleware:
+    """Routes that know the fal request id put it in ``request.state``; it goes into the response
+    header and, through the logging scope, onto every log line of the call, this one's access
+    line included. Calls about no request get a fresh id, logged with them as well."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -74,15 +82,27 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        started = time.perf_counter()
+        status = 0
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 if REQUEST_ID_HEADER not in headers:
-                    headers[REQUEST_ID_HEADER] = state.get("request_id") or str(uuid.uuid4())
+                    state["request_id"] = state.get("request_id") or str(uuid.uuid4())
+                    headers[REQUEST_ID_HEADER] = state["request_id"]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with request_scope(state):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                # Reads (status polls, health probes) are most calls; they show at DEBUG only.
+                level = logging.DEBUG if scope["method"] in ("GET", "HEAD", "OPTIONS") else logging.INFO
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                access_log.log(level, "%s %s %s %.1f ms", scope["method"], scope["path"], status or "-", elapsed_ms)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -20,7 +20,7 @@ PROXY_PATH = "/api/fal/proxy"
 VHOST_PREFIXES = ("queue", "run", "rest", "cdn")
 # Paths the server itself owns: never rewritten by Host header.
 OWN_PREFIXES = tuple(f"/{p}/" for p in VHOST_PREFIXES) + (
-    "/files/", "/health", "/docs", "/openapi.json", "/.well-known/"
+    "/files/", "/health", "/live", "/metrics", "/docs", "/openapi.json", "/.well-known/"
 )
 
 

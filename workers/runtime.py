@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,9 @@ import redis
 import torch
 from pydantic import BaseModel, ValidationError
 
-from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestError
+from openreel import metrics
+from openreel.queues import queue_name
+from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, RequestError, RequestRecord
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.webhooks import WebhookQueue
@@ -72,11 +75,16 @@ class Runtime:
         record = self.store.get(request_id)
         assert record is not None
         self.store.log(request_id, f"started on worker {self.worker_name} (attempt {record.attempts})")
+        self._record_wait(record)
+        progress = Progress(
+            log=lambda message: self.store.log(request_id, message),
+            cancelled=lambda: self.store.cancel_requested(request_id),
+        )
         error: RequestError | None = None
         output: dict[str, Any] | None = None
         try:
             output = self._run(
-                request_id, record.endpoint, record.input, record.files_base_url, record.object_lifetime_s
+                request_id, record.endpoint, record.input, record.files_base_url, record.object_lifetime_s, progress
             )
         except RequestCancelled:
             error = CANCELLED_ERROR
@@ -101,18 +109,39 @@ class Runtime:
             release_memory()
             self.store.log(request_id, error.message, level="ERROR")
         self.store.complete(request_id, output=output, error=error)
+        self._record_run(record, error, progress.finish() if error is None else {})
+
+    def _record_wait(self, record: RequestRecord) -> None:
+        """Queue wait of first attempts: a retry's wait since submission includes the lost run."""
+        if record.attempts == 1 and record.started_at is not None:
+            queue = queue_name(record.family, record.priority)
+            waited = max(0.0, record.started_at - record.created_at)  # API and worker clocks may differ
+            metrics.QUEUE_WAIT.observe(self.store.redis, waited, queue)
+
+    def _record_run(self, record: RequestRecord, error: RequestError | None, stages: dict[str, float]) -> None:
+        """Run time by outcome; stage times of successful runs only, as a cancelled or failed
+        run's last stage was cut short."""
+        assert record.started_at is not None
+        outcome = "ok" if error is None else error.error_type
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            metrics.RUN_DURATION.observe(pipe, time.time() - record.started_at, record.endpoint, outcome)
+            for stage, seconds in stages.items():
+                metrics.STAGE_DURATION.observe(pipe, seconds, record.endpoint, stage)
+            pipe.execute()
 
     def _run(
-        self, request_id: str, endpoint_id: str, payload: Any, files_base_url: str, lifetime_s: int | None
+        self,
+        request_id: str,
+        endpoint_id: str,
+        payload: Any,
+        files_base_url: str,
+        lifetime_s: int | None,
+        progress: Progress,
     ) -> dict[str, Any]:
         runner = self.runners.get(endpoint_id)
         if runner is None:
             raise RuntimeError(f"this worker does not serve {endpoint_id}")
         request = ENDPOINTS[endpoint_id].input_model.model_validate(payload, context={"settings": self.settings})
-        progress = Progress(
-            log=lambda message: self.store.log(request_id, message),
-            cancelled=lambda: self.store.cancel_requested(request_id),
-        )
         writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp", lifetime_s)
         inputs = InputResolver(self.settings, self.storage, progress)
         ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video, inputs=inputs)

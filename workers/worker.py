@@ -16,10 +16,12 @@ import time
 import uuid
 
 import redis
+import torch
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from openreel import queues, worker_registry
+from openreel.logging_setup import request_context
 from openreel.settings import Settings
 from pipelines import registry
 from workers import runtime
@@ -28,8 +30,11 @@ log = logging.getLogger("openreel.worker")
 
 
 class GpuWorker(SimpleWorker):
-    def __init__(self, queue_list: list[Queue], *, settings: Settings, **kwargs: object) -> None:
+    def __init__(
+        self, queue_list: list[Queue], *, settings: Settings, presence: worker_registry.Presence, **kwargs: object
+    ) -> None:
         self.settings = settings  # read by dequeue_timeout, which RQ's __init__ already calls
+        self.presence = presence
         self.running: Job | None = None
         super().__init__(queue_list, maintenance_interval=settings.maintenance_s, **kwargs)  # type: ignore[arg-type]
 
@@ -42,11 +47,15 @@ class GpuWorker(SimpleWorker):
         return self.settings.heartbeat_ttl_s
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        # The job id is the request id: RQ's own lines about the job carry it too.
         self.running = job
+        self.presence.set_state("busy", request_id=job.id)
         try:
-            super().execute_job(job, queue)
+            with request_context(job.id):
+                super().execute_job(job, queue)
         finally:
             self.running = None
+            self.presence.set_state("ready")
 
     def keep_job_alive(self) -> None:
         job, execution = self.running, self.execution
@@ -71,28 +80,25 @@ def connect(url: str, attempts: int = 60) -> redis.Redis:
     return connection
 
 
-def run_worker(settings: Settings, redis_url: str) -> None:
-    import torch  # deferred: keeps `openreel --help` and the API free of it
-
-    name = worker_name()
-    connection = connect(redis_url)
-    endpoints = registry.select(settings.endpoints)
-    families = sorted({e.family for e in endpoints})
-    info = {
-        "name": name,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "endpoints": [e.id for e in endpoints],
-        "models": settings.models,
-        "device": settings.device,
-        "state": "loading",
+def gpu_memory(device_spec: str) -> dict[str, int]:
+    """The figures the heartbeat publishes for /metrics; none on a CPU worker."""
+    if not torch.cuda.is_available():
+        return {}
+    device = torch.device("cuda" if device_spec == "auto" else device_spec)
+    if device.type != "cuda":
+        return {}
+    return {
+        "gpu_memory_bytes": torch.cuda.memory_allocated(device),
+        "gpu_memory_peak_bytes": torch.cuda.max_memory_allocated(device),
+        "gpu_memory_total_bytes": torch.cuda.get_device_properties(device).total_memory,
     }
-    worker_registry.announce(connection, name, info, settings.heartbeat_ttl_s)
 
+
+def load_runners(settings: Settings, families: list[str], endpoint_ids: list[str]) -> dict[str, runtime.Runner]:
     runners: dict[str, runtime.Runner] = {}
     for family in families:
         started = time.perf_counter()
-        loaded = registry.load_family(family, settings=settings, endpoints=info["endpoints"])
+        loaded = registry.load_family(family, settings=settings, endpoints=endpoint_ids)
         runners.update(loaded)  # type: ignore[arg-type]
         log.info("loaded %s (%s preset) in %.1f s", family, settings.models, time.perf_counter() - started)
     if settings.warmup:
@@ -100,30 +106,61 @@ def run_worker(settings: Settings, redis_url: str) -> None:
             started = time.perf_counter()
             runner.warm_up()
             log.info("warmed %s in %.1f s", runner.endpoint_id, time.perf_counter() - started)
-    runtime.install(runtime.Runtime(settings, connection, runners, name))
+    return runners
 
-    # Normal queues of every family first, then the low ones: low waits behind all normal work.
-    queue_list = [Queue(queues.queue_name(f, p), connection=connection) for p in queues.PRIORITIES for f in families]
-    worker = GpuWorker(queue_list, settings=settings, connection=connection, name=name)
-    info["state"] = "ready"
-    info["cuda"] = torch.cuda.is_available()
 
+def run_worker(settings: Settings, redis_url: str) -> None:
+    name = worker_name()
+    connection = connect(redis_url)
+    endpoints = registry.select(settings.endpoints)
+    families = sorted({e.family for e in endpoints})
+    endpoint_ids = [e.id for e in endpoints]
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "endpoints": endpoint_ids,
+        "models": settings.models,
+        "device": settings.device,
+        "cuda": torch.cuda.is_available(),
+    }
+    presence = worker_registry.Presence(
+        connection, name, info, settings.heartbeat_ttl_s, probe=lambda: gpu_memory(settings.device)
+    )
+    presence.set_state("starting")
+    worker: GpuWorker | None = None
     stop = threading.Event()
 
     def heartbeat() -> None:
+        # From the start: loading full weights takes longer than the registry's TTL.
         while not stop.wait(settings.heartbeat_s):
             try:
-                worker_registry.announce(connection, name, info, settings.heartbeat_ttl_s)
-                worker.keep_job_alive()
+                presence.refresh()
+                if worker is not None:
+                    worker.keep_job_alive()
             except redis.RedisError as error:
                 log.warning("heartbeat failed: %s", error)
 
-    worker_registry.announce(connection, name, info, settings.heartbeat_ttl_s)
     beat = threading.Thread(target=heartbeat, name="heartbeat", daemon=True)
     beat.start()
-    log.info("worker %s ready for %s", name, ", ".join(info["endpoints"]))  # type: ignore[arg-type]
+    failed = False
     try:
+        presence.set_state("loading")
+        runners = load_runners(settings, families, endpoint_ids)
+        runtime.install(runtime.Runtime(settings, connection, runners, name))
+        # Normal queues of every family first, then the low ones: low waits behind all normal work.
+        queue_list = [
+            Queue(queues.queue_name(f, p), connection=connection) for p in queues.PRIORITIES for f in families
+        ]
+        worker = GpuWorker(queue_list, settings=settings, presence=presence, connection=connection, name=name)
+        presence.set_state("ready")
+        log.info("worker %s ready for %s", name, ", ".join(endpoint_ids))
         worker.work(with_scheduler=False)
+    except Exception as error:
+        # Left in the registry until its TTL runs out, so /health and 'openreel status' say why.
+        failed = True
+        presence.set_state("failed", error=f"{type(error).__name__}: {error}")
+        raise
     finally:
         stop.set()
-        worker_registry.withdraw(connection, name)
+        if not failed:
+            presence.withdraw()
