@@ -208,7 +208,9 @@ def test_js_proxy_mode_routes_on_the_target_url(client: TestClient) -> None:
 def test_health_needs_a_ready_worker_for_each_endpoint(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 503
-    assert response.json()["endpoints_without_worker"] == [APP, f"{APP}/image-to-video", f"{APP}/video-to-video"]
+    assert set(response.json()["endpoints_without_worker"]) >= {
+        APP, f"{APP}/image-to-video", f"{APP}/video-to-video", "fal-ai/video-as-prompt"
+    }
 
 
 @pytest.mark.parametrize(
@@ -221,3 +223,18 @@ def test_health_needs_a_ready_worker_for_each_endpoint(client: TestClient) -> No
 )
 def test_request_routes_use_owner_and_alias_only(endpoint_id: str, app: str) -> None:
     assert app_of(endpoint_id) == app
+
+
+def test_video_as_prompt_schema_is_fals(client: TestClient) -> None:
+    """Field names, types, defaults, enums and descriptions as fal's page lists them."""
+    from pipelines.registry import ENDPOINTS
+
+    endpoint = ENDPOINTS["fal-ai/video-as-prompt"]
+    schema = {"input": endpoint.input_model.model_json_schema(), "output": endpoint.output_model.model_json_schema()}
+    assert_snapshot("video_as_prompt_schema", schema)
+    assert schema["input"]["required"] == ["prompt", "video_url", "image_url", "video_description"]
+    payload = {"prompt": "a horse inflates", "video_url": "https://example.com/a.mp4",
+               "image_url": "https://example.com/a.jpg", "video_description": "a shoe inflates"}
+    body = client.post("/queue/fal-ai/video-as-prompt", json=payload, headers=AUTH).json()
+    assert body["status_url"].endswith(f"/queue/fal-ai/video-as-prompt/requests/{body['request_id']}/status")
+
