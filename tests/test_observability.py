@@ -78,7 +78,15 @@ def test_histograms_render_cumulative_buckets_per_label_set(redis_connection: re
     }
 
 
+def both_workers_serve(stack: Stack) -> bool:
+    """/health turns 200 with one worker per endpoint; the stack's second may still be loading."""
+    with stack.client() as http:
+        workers = http.get("/health").json()["workers"]
+    return len(workers) == 2 and all(w["state"] in worker_registry.SERVING for w in workers)
+
+
 def test_metrics_count_requests_by_outcome_with_queue_wait_and_stage_times(stack: Stack) -> None:
+    wait_until(lambda: both_workers_serve(stack), timeout_s=120)
     before = scrape(stack)
     with stack.client() as http:
         ok, failed = submit(http, SMALL), submit(http, NOT_A_VIDEO, app=V2V)
@@ -108,6 +116,7 @@ def test_metrics_count_requests_by_outcome_with_queue_wait_and_stage_times(stack
 
 
 def test_health_lists_worker_states_and_the_busy_worker_s_request(stack: Stack) -> None:
+    wait_until(lambda: both_workers_serve(stack), timeout_s=120)
     with stack.client() as http:
         request_id = submit(http, SLOW)
 
