@@ -12,7 +12,7 @@ from huggingface_hub import constants as hub_constants
 from safetensors.torch import save_file
 
 from models.tiny.cogvideox import build_pipeline
-from pipelines.lora_adapters import LoraAdapters
+from pipelines.lora_adapters import LoraAdapters, RequestedLora
 from pipelines.lora_sources import LoraFile, LoraSources, content_hash
 from tests.generated_inputs import lora_bytes, png_bytes
 from workers.context import InputError
@@ -48,22 +48,22 @@ def test_adapters_switch_off_to_the_exact_base_and_the_oldest_goes_first(pipe, t
     first, second = lora_file(tmp_path, "a", lora_bytes(seed=0)), lora_file(tmp_path, "b", lora_bytes(seed=1))
     adapters, logs = LoraAdapters(pipe, "tiny", max_loaded=1), []
 
-    with torch.inference_mode(), adapters.applied(first, 1.0, LOC, logs.append):
+    with torch.inference_mode(), adapters.applied([RequestedLora(first, 1.0, LOC)], logs.append):
         full = forward(pipe.transformer)
     assert not torch.allclose(full, base)
     assert torch.equal(forward(pipe.transformer), base)
-    with torch.inference_mode(), adapters.applied(first, 0.5, LOC, logs.append):
+    with torch.inference_mode(), adapters.applied([RequestedLora(first, 0.5, LOC)], logs.append):
         assert not torch.allclose(forward(pipe.transformer), full)
     assert logs[-1] == f"loras.0.path: LoRA {first.sha256[:12]} already loaded"
 
-    with torch.inference_mode(), adapters.applied(second, 1.0, LOC, logs.append):
+    with torch.inference_mode(), adapters.applied([RequestedLora(second, 1.0, LOC)], logs.append):
         assert not torch.allclose(forward(pipe.transformer), full)
     assert list(adapters.loaded) == [second.sha256]
     assert list(pipe.transformer.peft_config) == [adapters.loaded[second.sha256]]
     assert torch.equal(forward(pipe.transformer), base)
 
     adapters.max_loaded = 0
-    with torch.inference_mode(), adapters.applied(first, 1.0, LOC, logs.append):
+    with torch.inference_mode(), adapters.applied([RequestedLora(first, 1.0, LOC)], logs.append):
         assert torch.equal(forward(pipe.transformer), full)
     assert not adapters.loaded and not getattr(pipe.transformer, "peft_config", None)
     assert type(pipe.transformer.transformer_blocks[0].attn1.to_q) is torch.nn.Linear
@@ -72,7 +72,8 @@ def test_adapters_switch_off_to_the_exact_base_and_the_oldest_goes_first(pipe, t
 
 def test_the_alpha_a_lora_was_trained_with_is_kept(pipe, tmp_path: Path) -> None:
     adapters = LoraAdapters(pipe, "tiny", max_loaded=0)
-    with torch.inference_mode(), adapters.applied(lora_file(tmp_path, "a", lora_bytes(alpha=8)), 1.0, LOC, print):
+    lora = lora_file(tmp_path, "a", lora_bytes(alpha=8))
+    with torch.inference_mode(), adapters.applied([RequestedLora(lora, 1.0, LOC)], print):
         (config,) = pipe.transformer.peft_config.values()
         assert (config.r, config.lora_alpha) == (4, 8)
 
@@ -94,7 +95,8 @@ def test_files_that_are_not_a_lora_for_the_model_are_refused(pipe, tmp_path: Pat
         if isinstance(content, dict):
             save_file(content, str(tmp_path / name))
             content = (tmp_path / name).read_bytes()
-        with pytest.raises(InputError) as refused, adapters.applied(lora_file(tmp_path, name, content), 1, LOC, print):
+        requested = [RequestedLora(lora_file(tmp_path, name, content), 1, LOC)]
+        with pytest.raises(InputError) as refused, adapters.applied(requested, print):
             pass
         ((detail),) = refused.value.detail
         assert detail["loc"] == ["body", *LOC] and message in detail["msg"], (name, detail)
