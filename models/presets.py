@@ -39,6 +39,8 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "THUDM/CogVideoX-5b": _lazy("models.tiny.cogvideox:build"),
     "THUDM/CogVideoX-5b-I2V": _lazy("models.tiny.cogvideox:build_i2v"),
     "AlexWortega/RIFE": _lazy("models.rife.weights:build_tiny"),
+    "emilianJR/epiCRealism": _lazy("models.tiny.animatediff:build_base"),
+    "wangfuyun/AnimateLCM": _lazy("models.tiny.animatediff:build_animatelcm"),
     "ByteDance/Video-As-Prompt-Wan2.1-14B": _lazy("models.tiny.video_as_prompt:build"),
     "CompVis/stable-diffusion-safety-checker": _lazy("models.tiny.safety_checker:build"),
 }

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
             from pipelines.registry import select
 
             try:
-                fetch_weights(select(settings.endpoints))
+                fetch_weights(select(settings.endpoints), settings=settings)
             except Exception as error:  # noqa: BLE001 - hub and network errors end the command with their reason
                 raise StartupError(f"fetch-weights failed: {error}") from error
         elif args.command == "up":

@@ -169,6 +169,27 @@ class Settings(BaseSettings):
         "(under the tiny preset, its generated stand-in).",
     )
 
+    # --- AnimateDiff (fal-ai/animatediff-v2v/turbo) ----------------------------------------
+    animatediff_base_model: str = Field(
+        "emilianJR/epiCRealism",
+        description="Hugging Face repo of the Stable Diffusion 1.5 checkpoint (diffusers layout) that AnimateDiff "
+        "animates under the full preset; any SD1.5 finetune works. The tiny preset ignores it. Default "
+        "emilianJR/epiCRealism (photoreal).",
+    )
+    animatediff_max_side: int = Field(
+        512,
+        ge=64,
+        le=2048,
+        description="Longest side of AnimateDiff's output in pixels: larger inputs are scaled down to it (both sides "
+        "then rounded down to multiples of 8). SD1.5 was trained at 512. Default 512.",
+    )
+    animatediff_max_frames: int = Field(
+        128,
+        ge=1,
+        le=2000,
+        description="Most frames AnimateDiff generates per request, counted after select_every_nth_frame; longer "
+        "inputs are a 422. Default 128.",
+    )
 
     # --- output storage --------------------------------------------------------------------
     storage: Literal["local", "s3"] = Field(

@@ -103,9 +103,11 @@ class PipelineMemory:
         """
         if self.plan.mode == "model_offload":
             pipe.enable_model_cpu_offload(device=self.device)
-        elif self.plan.mode == "sequential_offload" and pipe.transformer is not self._sequential_transformer:
-            pipe.enable_sequential_cpu_offload(device=self.device)
-            self._sequential_transformer = pipe.transformer
+        elif self.plan.mode == "sequential_offload":
+            denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
+            if denoiser is not self._sequential_transformer:
+                pipe.enable_sequential_cpu_offload(device=self.device)
+                self._sequential_transformer = denoiser
 
 
 def store_fp8(module: Any, compute_dtype: torch.dtype) -> str:

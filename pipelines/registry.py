@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from pipelines.animatediff import ANIMATELCM_FILES, ANIMATELCM_REPO, BASE_FILES, DEFAULT_BASE_REPO
+from pipelines.animatediff import schema as animatediff
 from pipelines.cogvideox import I2V_REPO, RIFE_FILE, RIFE_REPO, T2V_REPO
 from pipelines.cogvideox import schema as cogvideox
 from pipelines.video_as_prompt import REPO as VIDEO_AS_PROMPT_REPO
@@ -23,6 +25,8 @@ class Weights:
 
     repo: str
     patterns: tuple[str, ...] | None = None
+    setting: str | None = None
+    """The ``Settings`` field that may name another repo in its place."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,16 @@ ENDPOINTS: dict[str, Endpoint] = {
             COGVIDEOX_WEIGHTS,
         ),
         Endpoint(
+            "fal-ai/animatediff-v2v/turbo",
+            "animatediff",
+            animatediff.AnimateDiffV2VTurboInput,
+            animatediff.AnimateDiffOutput,
+            (
+                Weights(DEFAULT_BASE_REPO, BASE_FILES, setting="animatediff_base_model"),
+                Weights(ANIMATELCM_REPO, ANIMATELCM_FILES),
+            ),
+        ),
+        Endpoint(
             "fal-ai/video-as-prompt",
             "video_as_prompt",
             video_as_prompt.VideoAsPromptInput,
@@ -69,6 +83,7 @@ ENDPOINTS: dict[str, Endpoint] = {
 # family -> "module:function" returning {endpoint_id: runner}; imported only inside workers.
 FAMILY_LOADERS: dict[str, str] = {
     "cogvideox": "pipelines.cogvideox.runner:load_family",
+    "animatediff": "pipelines.animatediff.runner:load_family",
     "video_as_prompt": "pipelines.video_as_prompt.runner:load_family",
 }
 
