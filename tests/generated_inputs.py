@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
+from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel, StableDiffusionPipeline, UNet2DConditionModel
 from peft import LoraConfig, get_peft_model_state_dict
 from PIL import Image
+from transformers import CLIPTextModel
 
+from models.tiny.animatediff import UNET_CONFIG, text_encoder_config
 from models.tiny.cogvideox import TRANSFORMER_CONFIG
+from models.tiny.tokenizers import clip_tokenizer
 from workers.outputs import encode_mp4
 
 
@@ -69,5 +72,33 @@ def lora_bytes(seed: int = 0, strength: float = 20.0, alpha: int = 4, **transfor
     with tempfile.TemporaryDirectory() as directory:
         CogVideoXPipeline.save_lora_weights(
             directory, transformer_lora_layers=layers, transformer_lora_adapter_metadata=config.to_dict()
+        )
+        return (Path(directory) / "pytorch_lora_weights.safetensors").read_bytes()
+
+
+def sd_lora_bytes(seed: int = 0, strength: float = 20.0, text_encoder: bool = True) -> bytes:
+    """A diffusers LoRA file for the tiny AnimateDiff base (its SD1.5 UNet's attention, and with
+    ``text_encoder`` its CLIP's), built and scaled like ``lora_bytes``."""
+    def adapted(model: torch.nn.Module, targets: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+        config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
+        model.add_adapter(config)
+        layers = get_peft_model_state_dict(model)
+        # Saved as trainers save it: loaders build layers from this, with a zero B where the file has none.
+        metadata = {**config.to_dict(), "init_lora_weights": True}
+        return {key: value * strength if "lora_B" in key else value for key, value in layers.items()}, metadata
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet_layers, unet_config = adapted(UNet2DConditionModel(**UNET_CONFIG), ["to_q", "to_k", "to_v", "to_out.0"])
+        text_layers, text_config = adapted(
+            CLIPTextModel(text_encoder_config(clip_tokenizer())), ["q_proj", "k_proj", "v_proj", "out_proj"]
+        )
+    texts = dict(text_encoder_lora_layers=text_layers, text_encoder_lora_adapter_metadata=text_config)
+    with tempfile.TemporaryDirectory() as directory:
+        StableDiffusionPipeline.save_lora_weights(
+            directory,
+            unet_lora_layers=unet_layers,
+            unet_lora_adapter_metadata=unet_config,
+            **(texts if text_encoder else {}),
         )
         return (Path(directory) / "pytorch_lora_weights.safetensors").read_bytes()

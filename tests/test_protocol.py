@@ -209,7 +209,7 @@ def test_health_needs_a_ready_worker_for_each_endpoint(client: TestClient) -> No
     response = client.get("/health")
     assert response.status_code == 503
     assert set(response.json()["endpoints_without_worker"]) >= {
-        APP, f"{APP}/image-to-video", f"{APP}/video-to-video", "fal-ai/video-as-prompt"
+        APP, f"{APP}/image-to-video", f"{APP}/video-to-video", "fal-ai/video-as-prompt", "fal-ai/animatediff-v2v/turbo"
     }
 
 
@@ -238,3 +238,19 @@ def test_video_as_prompt_schema_is_fals(client: TestClient) -> None:
     body = client.post("/queue/fal-ai/video-as-prompt", json=payload, headers=AUTH).json()
     assert body["status_url"].endswith(f"/queue/fal-ai/video-as-prompt/requests/{body['request_id']}/status")
 
+
+def test_animatediff_turbo_schema_is_fals(client: TestClient) -> None:
+    """Field names, types, defaults and descriptions as fal's page lists them."""
+    from pipelines.registry import ENDPOINTS
+
+    endpoint = ENDPOINTS["fal-ai/animatediff-v2v/turbo"]
+    schema = {"input": endpoint.input_model.model_json_schema(), "output": endpoint.output_model.model_json_schema()}
+    assert_snapshot("animatediff_turbo_schema", schema)
+    assert schema["input"]["required"] == ["video_url", "prompt"]
+    defaults = {name: field.get("default") for name, field in schema["input"]["properties"].items()}
+    assert defaults == {
+        "video_url": None, "prompt": None, "loras": [], "seed": None,
+        "negative_prompt": "(bad quality, worst quality:1.2), ugly faces, bad anime",
+        "num_inference_steps": 8, "guidance_scale": 2.2, "select_every_nth_frame": 2,
+    }
+    assert schema["output"]["required"] == ["video", "seed"]
