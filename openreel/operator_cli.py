@@ -113,12 +113,22 @@ def render_request(report: dict[str, Any]) -> str:
         fields.append(("stages", stages))
     if report["error"]:
         error = report["error"]
-        message = error["detail"] if isinstance(error["detail"], str) else str(error["detail"])
-        fields.append(("error", f"{error['error_type']} (HTTP {error['status_code']}): {message}"))
+        fields.append(("error", f"{error['error_type']} (HTTP {error['status_code']}): {_detail(error['detail'])}"))
     lines = [f"{name:<10} {value}" for name, value in fields]
     lines += ["", f"logs (last {len(report['logs'])} of {report['log_count']})"]
     lines += [f"  {line['timestamp']} {line['level']:<5} {line['message']}" for line in report["logs"]]
     return "\n".join(lines)
+
+
+def _detail(detail: Any) -> str:
+    """fal's detail: a message, or validation entries shown as ``field: message``."""
+    if isinstance(detail, str):
+        return detail
+    entries = []
+    for item in detail:
+        where = ".".join(str(part) for part in item.get("loc", []) if part != "body")
+        entries.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    return "; ".join(entries)
 
 
 def _seconds(prefix: str, value: float | None) -> str:

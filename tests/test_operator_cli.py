@@ -63,6 +63,7 @@ def test_status_shows_queues_workers_and_recent_failures(stack: Stack) -> None:
     text = openreel(stack, "status").stdout
     assert text.startswith("queues\n") and "workers (2)" in text
     assert f"{failed}  {V2V}  invalid_input: " in text
+    assert "error      invalid_input (HTTP 422): video_url: " in openreel(stack, "requests", "show", failed).stdout
 
 
 def test_requests_show_gives_the_record_timings_and_log_tail(stack: Stack) -> None:
