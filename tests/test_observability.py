@@ -176,7 +176,8 @@ def receiver() -> Iterator[ScriptedServer]:
 def test_one_request_s_lines_carry_its_id_in_every_process_and_webhooks_are_counted(
     make_stack: Any, receiver: ScriptedServer
 ) -> None:
-    stack: Stack = make_stack(workers=1, env={"OPENREEL_FETCH_ALLOW": "127.0.0.1"}).start()
+    env = {"OPENREEL_FETCH_ALLOW": "127.0.0.1", "OPENREEL_ENDPOINTS": "cogvideox"}
+    stack: Stack = make_stack(workers=1, env=env).start()
     url = receiver.route("/hook", Reply(500), Reply(200))
     with stack.client() as http:
         request_id = submit(http, SMALL, fal_webhook=url)
@@ -192,6 +193,23 @@ def test_one_request_s_lines_carry_its_id_in_every_process_and_webhooks_are_coun
     assert {line["process"] for line in mine} == {"up", "worker", "io-worker"}
     assert any(line["logger"] == "openreel.access" and line["message"].startswith(f"POST /queue/{APP} 200") for line in mine)
     assert any(line["logger"] == "openreel.webhooks" and "webhook delivered" in line["message"] for line in mine)
+
+    # A worker that cannot load says why, in /health and the metrics, until its entry expires.
+    stack.env["OPENREEL_DEVICE"] = "cuda"  # this host has no CUDA
+    stack.start_worker()
+    with stack.client() as http:
+        seen: list[tuple[int, list[dict[str, Any]], float]] = []
+
+        def failure_shown() -> bool:
+            health = http.get("/health")
+            failed = [w for w in health.json()["workers"] if w["state"] == "failed"]
+            seen.append((health.status_code, failed, value(scrape(stack), "openreel_workers", state="failed")))
+            return bool(failed)
+
+        wait_until(failure_shown, timeout_s=60, interval_s=0.1)
+        status_code, failed, failed_gauge = seen[-1]
+        assert "CUDA is not available" in failed[0]["error"] and failed_gauge == 1
+        assert status_code == 200  # the first worker still serves
 
     # /live answers from the process alone; /health needs Redis.
     redis.Redis.from_url(stack.redis_url).shutdown(nosave=True)
