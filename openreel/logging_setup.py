@@ -81,6 +81,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each line rather than at setup: a caller that swaps
+    it (pytest's capture around an in-process ``openreel`` call) must not leave the handler
+    writing into a closed stream."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def use_json(log_format: LogFormat) -> bool:
     if log_format == "auto":
         return not sys.stderr.isatty()
@@ -89,7 +103,7 @@ def use_json(log_format: LogFormat) -> bool:
 
 def configure(log_format: LogFormat, level: str, process: str) -> None:
     """Replace the root logger's handlers with one stderr handler in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter(process) if use_json(log_format) else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
