@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -22,6 +23,9 @@ from openreel import logging_setup
 from openreel.child_process import die_with_parent
 from openreel.redis_server import EmbeddedRedis, running_url
 from openreel.settings import Settings, child_env, load_settings
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("openreel")
 
