@@ -116,7 +116,9 @@ class Runtime:
         if record.attempts == 1 and record.started_at is not None:
             queue = queue_name(record.family, record.priority)
             waited = max(0.0, record.started_at - record.created_at)  # API and worker clocks may differ
-            metrics.QUEUE_WAIT.observe(self.store.redis, waited, queue)
+            with self.store.redis.pipeline(transaction=False) as pipe:
+                metrics.QUEUE_WAIT.observe(pipe, waited, queue)
+                pipe.execute()
 
     def _record_run(self, record: RequestRecord, error: RequestError | None, stages: dict[str, float]) -> None:
         """Run time by outcome; stage times of successful runs only, as a cancelled or failed
