@@ -34,7 +34,9 @@ class UploadSigner:
 
     def valid(self, signature: str, expires: int, *fields: object) -> bool:
         """True when ``signature`` signs ``(expires, *fields)`` and ``expires`` has not passed."""
-        return expires >= time.time() and hmac.compare_digest(signature, self.sign(expires, *fields))
+        # As bytes: compare_digest refuses str with non-ASCII characters, which a URL can carry.
+        expected = self.sign(expires, *fields).encode()
+        return expires >= time.time() and hmac.compare_digest(signature.encode(), expected)
 
     def token(self, expires: int) -> str:
         return f"{expires}.{self.sign(expires, TOKEN_PURPOSE)}"

@@ -113,6 +113,7 @@ def test_presigned_url_is_checked(local_stack: Stack) -> None:
         "later expiry": upload_url.replace(f"expires={query['expires']}", f"expires={int(query['expires']) + 99}"),
         "longer lifetime": upload_url.replace("lifetime=0", "lifetime=1"),
         "bad signature": upload_url.replace(query["signature"], "0" * 64),
+        "non-ASCII signature": upload_url.replace(query["signature"], "%C2%B7" * 64),
     }
     for case, url in forged.items():
         answer = httpx.put(url, content=b"x")
