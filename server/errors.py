@@ -7,6 +7,7 @@ the id from that header, so every response carries it, errors included.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -27,6 +28,9 @@ log = logging.getLogger("openreel.api")
 access_log = logging.getLogger("openreel.access")
 
 REQUEST_ID_HEADER = "x-fal-request-id"
+# Status, result and cancel calls take the id from their URL, which can hold anything: only an
+# id a header can carry (visible ASCII) is echoed; any other gets a fresh one.
+HEADER_SAFE_ID = re.compile(r"[!-~]{1,200}")
 
 
 class FalError(Exception):
@@ -91,7 +95,8 @@ class RequestIdMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 if REQUEST_ID_HEADER not in headers:
-                    state["request_id"] = state.get("request_id") or str(uuid.uuid4())
+                    known = state.get("request_id")
+                    state["request_id"] = known if known and HEADER_SAFE_ID.fullmatch(known) else str(uuid.uuid4())
                     headers[REQUEST_ID_HEADER] = state["request_id"]
             await send(message)
 
