@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,3 +39,14 @@ def resolve_size(size: ImageSize | str) -> tuple[int, int]:
     if isinstance(size, str):
         return IMAGE_SIZE_PRESETS[size]
     return size.width, size.height
+
+
+def field_examples(**examples: Any) -> Callable[[dict[str, Any]], None]:
+    """A model's ``json_schema_extra`` giving its fields the examples of fal's endpoint page: they
+    differ between endpoints whose models inherit the field (every CogVideoX prompt has its own)."""
+
+    def add(schema: dict[str, Any]) -> None:
+        for name, value in examples.items():
+            schema["properties"][name]["examples"] = [value]
+
+    return add

@@ -7,15 +7,37 @@ Size bounds come from the settings the validating process runs with: callers pas
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from openreel.settings import Settings
-from pipelines.fal_types import File, ImageSize, ImageSizePreset, resolve_size
+from pipelines.fal_types import File, ImageSize, ImageSizePreset, field_examples, resolve_size
 
 # The VAE downsamples by 8 and the transformer patches by 2: sides must be multiples of 16.
 SIZE_MULTIPLE = 16
 MAX_LORAS = 1  # as on fal: "We currently support one lora."
+
+# The examples on fal's three endpoint pages.
+NEGATIVE_PROMPT_EXAMPLE = (
+    "Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, disconnected limbs, "
+    "Ugly faces, incomplete arms"
+)
+T2V_PROMPT_EXAMPLE = (
+    "A garden comes to life as a kaleidoscope of butterflies flutters amidst the blossoms, their delicate wings "
+    "casting shadows on the petals below. In the background, a grand fountain cascades water with a gentle "
+    "splendor, its rhythmic sound providing a soothing backdrop. Beneath the cool shade of a mature tree, a "
+    "solitary wooden chair invites solitude and reflection, its smooth surface worn by the touch of countless "
+    "visitors seeking a moment of tranquility in nature's embrace."
+)
+I2V_PROMPT_EXAMPLE = (
+    "A low angle shot of a man walking down a street, illuminated by the neon signs of the bars around him"
+)
+V2V_PROMPT_EXAMPLE = (
+    "An astronaut stands triumphantly at the peak of a towering mountain. Panorama of rugged peaks and valleys. "
+    "Very futuristic vibe and animated aesthetic. Highlights of purple and golden colors in the scene. The sky is "
+    "looks like an animated/cartoonish dream of galaxies, nebulae, stars, planets, moons, but the remainder of the "
+    "scene is mostly realistic. "
+)
 
 
 def _side_bounds(info: ValidationInfo) -> tuple[int, int]:
@@ -43,6 +65,7 @@ class CogVideoXInput(BaseModel):
     video_size: ImageSize | ImageSizePreset = Field(
         default_factory=lambda: ImageSize(width=720, height=480),
         description="The size of the generated video.",
+        json_schema_extra={"default": {"height": 480, "width": 720}},  # pydantic omits factory defaults
     )
     negative_prompt: str = Field("", description="The negative prompt to generate video from")
     num_inference_steps: int = Field(50, ge=1, le=50, description="The number of inference steps to perform.")
@@ -79,11 +102,16 @@ class CogVideoXInput(BaseModel):
 class TextToVideoInput(CogVideoXInput):
     """fal's text-to-video page lists no ``loras``; neither does this."""
 
+    model_config = ConfigDict(
+        json_schema_extra=field_examples(prompt=T2V_PROMPT_EXAMPLE, negative_prompt=NEGATIVE_PROMPT_EXAMPLE)
+    )
+
 
 class LoraInput(CogVideoXInput):
     loras: list[LoraWeight] = Field(
         default_factory=list,
         description="The LoRAs to use for the image generation. We currently support one lora.",
+        json_schema_extra={"default": []},
     )
 
     @model_validator(mode="after")
@@ -97,10 +125,27 @@ class LoraInput(CogVideoXInput):
 
 
 class ImageToVideoInput(LoraInput):
+    model_config = ConfigDict(
+        json_schema_extra=field_examples(
+            prompt=I2V_PROMPT_EXAMPLE,
+            negative_prompt=NEGATIVE_PROMPT_EXAMPLE,
+            image_url="https://d3phaj0sisr2ct.cloudfront.net/research/eugene.jpg",
+        )
+    )
+
     image_url: str = Field(..., description="The URL to the image to generate the video from.")
 
 
 class VideoToVideoInput(LoraInput):
+    model_config = ConfigDict(
+        json_schema_extra=field_examples(
+            prompt=V2V_PROMPT_EXAMPLE,
+            negative_prompt=NEGATIVE_PROMPT_EXAMPLE,
+            video_url="https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/diffusers/"
+            "hiker.mp4",
+        )
+    )
+
     video_url: str = Field(..., description="The video to generate the video from.")
     strength: float = Field(
         0.8,
