@@ -16,6 +16,7 @@ from openreel.storage import make_storage
 from pipelines import registry
 from server import files_routes, health_routes, jwks_routes, queue_routes, run_routes
 from server import cdn_routes, metrics_routes, storage_routes
+from server import openapi_routes, playground_routes
 from server.auth import KeyCheck
 from server.errors import REQUEST_ID_HEADER, RequestIdMiddleware, install_error_handlers
 from server.requests import RequestService
@@ -36,12 +37,19 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     app.state.jwks = jwks(load_signing_key(settings, connection))  # made here on the first start
 
     install_error_handlers(app)
-    for router in (queue_routes.router, run_routes.router, files_routes.router, health_routes.router):
+    # Generic {endpoint_id:path} routes: server/openapi.py documents them once per endpoint instead.
+    for router in (queue_routes.router, run_routes.router):
+        app.include_router(router, include_in_schema=False)
+    for router in (files_routes.router, health_routes.router):
         app.include_router(router)
     for router in (storage_routes.keyed, storage_routes.presigned, cdn_routes.router):
         app.include_router(router)
     app.include_router(jwks_routes.router)
     app.include_router(metrics_routes.router)
+    app.include_router(openapi_routes.router)
+    app.include_router(playground_routes.router)
+    app.mount("/playground", playground_routes.assets, name="playground")
+    openapi_routes.install_server_document(app)
 
     # Starlette runs the last added middleware first: CORS, then request ids, then routing.
     app.add_middleware(FalHostRouting)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import redis
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
 
 from openreel import api_keys
 from openreel.settings import Settings
@@ -41,7 +42,17 @@ class KeyCheck:
         request.state.key_owner = api_keys.owner_id(credentials.strip())
 
 
-def require_key(request: Request) -> None:
+# Declares the header to OpenAPI, so /openapi.json marks the operations that need a key; the
+# check is KeyCheck's (it also takes ``Bearer`` and knows when the server needs no key at all).
+API_KEY_HEADER = APIKeyHeader(
+    name="Authorization",
+    scheme_name="apiKeyAuth",
+    description="`Key <your key>`; needed only when the server has API keys.",
+    auto_error=False,
+)
+
+
+def require_key(request: Request, _declared: str | None = Security(API_KEY_HEADER)) -> None:
     request.app.state.key_check(request)
 
 

@@ -145,9 +145,16 @@ class RequestService:
 
     def get(self, app: str, request_id: str, owner: str | None = None) -> RequestRecord:
         """The record, after expiring a missed start deadline; 404 when unknown under this app
-        or submitted with another API key (as fal answers: the id's existence is not revealed)."""
+        or submitted with another API key (as fal answers: the id's existence is not revealed).
+
+        ``app`` is what the clients send (``owner/alias``) or, as fal's OpenAPI documents write
+        the paths, the request's whole endpoint id."""
         record = self.store.get(request_id)
-        if record is None or record.app != app or (record.owner is not None and record.owner != owner):
+        if (
+            record is None
+            or app not in (record.app, record.endpoint)
+            or (record.owner is not None and record.owner != owner)
+        ):
             raise FalError(404, "Request not found")
         if record.status == "IN_QUEUE" and record.start_deadline and time.time() > record.start_deadline:
             if self.store.complete(request_id, error=TIMEOUT_ERROR):

@@ -22,6 +22,9 @@ VHOST_PREFIXES = ("queue", "run", "rest", "cdn")
 OWN_PREFIXES = tuple(f"/{p}/" for p in VHOST_PREFIXES) + (
     "/files/", "/health", "/live", "/metrics", "/docs", "/openapi.json", "/.well-known/"
 )
+# Also the server's own on every host: fal's per-endpoint API documents and the browser
+# playground, whose page is "/" (compared whole: every path starts with it).
+PAGE_PREFIXES = ("/openapi/", "/api/openapi/", "/playground/")
 
 
 def vhost_of(hostname: str) -> str:
@@ -56,7 +59,7 @@ class FalHostRouting:
             parts = urlsplit(target)
             vhost = vhost_of(parts.hostname or "")
             path, query, base = f"/{vhost}{parts.path or '/'}", parts.query.encode(), f"{origin}/{vhost}"
-        elif path.startswith(OWN_PREFIXES) and not _cdn_file(host, path):
+        elif (path == "/" or path.startswith(OWN_PREFIXES + PAGE_PREFIXES)) and not _cdn_file(host, path):
             first = path.split("/")[1]
             base = f"{origin}/{first}" if first in VHOST_PREFIXES else origin
         else:

@@ -33,6 +33,7 @@ PUBLIC_PATHS = {
     "/files/{key}",
     "/cdn/files/{key}",
     "/openapi.json",
+    "/openapi/queue/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
