@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+from diffusers.utils import convert_unet_state_dict_to_peft
+from diffusers.utils.state_dict_utils import DIFFUSERS_OLD_TO_PEFT, convert_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -178,9 +180,20 @@ class LoraAdapters:
         if not isinstance(self.pipe, StableDiffusionLoraLoaderMixin):
             return state_dict, None
         try:
-            return self.pipe.lora_state_dict(state_dict)
+            state_dict, alphas = self.pipe.lora_state_dict(state_dict)
         except (ValueError, KeyError, IndexError) as error:
             raise InputError(list(loc), f"Not a LoRA for {self.model}: {error}") from None
+        # The conversion names layers the old attention-processor way (attn1.processor.to_q_lora,
+        # self_attn.to_q_lora); peft's names are the layers' own, which the fit check and the
+        # loaders both read.
+        unet = {key.removeprefix("unet."): value for key, value in state_dict.items() if key.startswith("unet.")}
+        others = {key: value for key, value in state_dict.items() if not key.startswith("unet.")}
+        peft_unet = {f"unet.{key}": value for key, value in convert_unet_state_dict_to_peft(unet).items()}
+        others = convert_state_dict(others, DIFFUSERS_OLD_TO_PEFT)
+        if not hasattr(self.pipe.text_encoder, "text_model"):
+            # kohya names CLIP's layers under text_model, which transformers 5 no longer nests them in.
+            others = {key.replace("text_encoder.text_model.", "text_encoder.", 1): value for key, value in others.items()}
+        return {**peft_unet, **others}, alphas
 
     def _load_into_networks(
         self,

@@ -17,13 +17,20 @@ from pipelines.animatediff import ANIMATELCM_REPO, DEFAULT_BASE_REPO, LCM_LORA_F
 from pipelines.animatediff.runner import CONTEXT_FRAMES, AnimateDiffTurbo, fitted_size
 from pipelines.animatediff.schema import AnimateDiffV2VTurboInput
 from pipelines.clip_prompts import ClipPromptEncoder
+from pipelines.lora_adapters import RequestedLora
+from pipelines.lora_sources import LoraFile, content_hash
 from pipelines.prompt_weights import Weighted, parse_prompt
 from pipelines.registry import select
 from tests.generated_inputs import gradient_frames, lora_bytes, sd_lora_bytes
 from workers.context import InputError, JobContext, Progress
 from workers.decoding import Video
 
-pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config`")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Already found a `peft_config`"),
+    # A LoRA's metadata names layers by suffix (to_q), which the motion modules share; the file
+    # has no weights for theirs, so those adapters start at zero and change nothing.
+    pytest.mark.filterwarnings("ignore:While injecting the PEFT adapters"),
+]
 
 
 @pytest.mark.parametrize(
@@ -169,6 +176,28 @@ def test_a_lora_for_another_model_is_a_422_naming_it(runner: AnimateDiffTurbo, t
     save_file({"unet.conv_in.lora_A.weight": torch.zeros(4, 5, 3, 3)}, wrong_shape)
     with pytest.raises(InputError, match="has shape"):
         generate(runner, clip, loras=[{"path": wrong_shape}])
+
+
+def test_kohya_loras_load_into_unet_and_text_encoder(runner: AnimateDiffTurbo) -> None:
+    """The layout most SD1.5 LoRAs are shared in, LoCon convolutions and alphas included."""
+    layers = {
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": (torch.randn(4, 8), torch.randn(8, 4)),
+        "lora_unet_down_blocks_0_resnets_0_conv1": (torch.randn(4, 8, 3, 3), torch.randn(8, 4, 1, 1)),
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (torch.randn(4, 32), torch.randn(32, 4)),
+    }
+    tensors = {}
+    for name, (down, up) in layers.items():
+        tensors |= {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up, f"{name}.alpha": torch.tensor(2.0)}
+    path = Path(lora_path(runner, "kohya.safetensors", b""))
+    save_file(tensors, str(path))
+    logs: list[str] = []
+    requested = [RequestedLora(LoraFile(path, content_hash(path), "from a test"), 1.0, ["loras", 0, "path"])]
+    with torch.inference_mode(), runner.adapters.applied(requested, logs.append):  # as the runner does
+        name = runner.adapters.loaded[content_hash(path)]
+        assert name in runner.pipe.unet.peft_config and name in runner.pipe.text_encoder.peft_config
+        conv = runner.pipe.unet.down_blocks[0].resnets[0].conv1
+        assert conv.lora_A[name].weight.shape == (4, 8, 3, 3)
+    assert logs == [f"loras.0.path: LoRA {content_hash(path)[:12]} loaded from a test (6 tensors)"]
 
 
 def test_frames_past_the_limit_are_a_422(runner: AnimateDiffTurbo) -> None:
