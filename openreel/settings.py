@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     vae_tiling: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Decode videos in tiles, one at a time (VAE tiling and slicing): less memory at the decode, "
-        "the peak, for a little time. 'auto' is on for CUDA devices and off on CPU. Default auto.",
+        "the peak, for a little time. 'auto' is on for CUDA devices unless memory_mode=auto keeps everything on "
+        "the GPU with room for the untiled decode, and off on CPU. Default auto.",
     )
     rife_weights: Path | None = Field(
         None,
@@ -145,6 +146,39 @@ class Settings(BaseSettings):
         description="Store the large transformers' weights in float8_e4m3fn and compute in bfloat16 (diffusers' "
         "layerwise casting): about half their memory, slightly slower and less precise. Applies to the "
         "Video-As-Prompt transformer. Default false.",
+    )
+
+    # --- speed: how the denoiser runs (pipelines/speed.py) ---------------------------------
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="torch.compile each repeated transformer block (regional compile), compiled at worker start by "
+        "the warm-up at the default request size; another size compiles once on its first request. 'auto' is on "
+        "for CUDA devices and off on CPU, where compiling costs more than it saves. Default auto.",
+    )
+    attention_backend: Literal["auto", "cudnn", "flash", "efficient", "math"] = Field(
+        "auto",
+        description="Scaled-dot-product attention kernel of CUDA workers: 'auto' prefers cuDNN, then flash, then "
+        "memory-efficient attention (the fastest first on Hopper at head dim 64; each falls back to the next where "
+        "it cannot run); a name forces that kernel alone. CPU workers keep torch's choice. Default auto.",
+    )
+    fuse_qkv: bool = Field(
+        True,
+        description="Fuse each attention's query, key and value projections into one matmul where the model "
+        "supports it (diffusers' fuse_qkv_projections): same weights, one larger GEMM. Default true.",
+    )
+    fp8_compute: bool = Field(
+        False,
+        description="Fast mode: quantize the transformers' linear layers to float8 weights and activations (torchao, "
+        "rowwise dynamic scaling; needs CUDA compute capability 8.9 or later and the 'fp8' extra). Lossy: measure "
+        "the frame difference with 'openreel bench'. Excludes fp8_weights. Default false.",
+    )
+    step_cache_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fast mode: diffusers' First Block Cache. A step whose first transformer block changes its "
+        "output by less than this relative amount reuses the previous step's other blocks. Lossy; 0.05-0.2 is the "
+        "useful range (higher blurs). 0: off. Default 0.",
     )
 
     # --- Video-As-Prompt (fal-ai/video-as-prompt) ----------------------------------------------
@@ -288,7 +322,16 @@ class Settings(BaseSettings):
             raise ValueError("storage=s3 needs s3_bucket")
         if self.video_min_side > self.video_max_side:
             raise ValueError("video_min_side must not exceed video_max_side")
+        self._speed_combinations()
         return self
+
+    def _speed_combinations(self) -> None:
+        if self.fp8_compute and self.fp8_weights:
+            raise ValueError("fp8_compute and fp8_weights both convert the transformer's weights; choose one")
+        if self.device == "cpu" and (self.fp8_compute or self.attention_backend != "auto"):
+            raise ValueError("fp8_compute and attention_backend are CUDA kernels; device=cpu allows neither")
+        if self.compile == "on" and self.memory_mode == "sequential_offload":
+            raise ValueError("compile=on cannot trace sequential offload's per-layer weight moves")
 
     @property
     def models_dir(self) -> Path:

@@ -43,7 +43,9 @@ def plan_memory(
 
     ``auto``: everything on the GPU when the weights and the headroom fit, else model offload
     when the largest model and the headroom fit, else sequential offload. VAE tiling and
-    slicing are on for CUDA under ``auto``: the decode of 49 frames is the memory peak.
+    slicing (``vae_tiling=auto``) are on for CUDA wherever memory may be short: the decode of 49
+    frames is the memory peak, and the headroom is that peak untiled, so a plan that keeps
+    everything on the GPU decodes whole, which is faster.
     """
     sizes = list(module_sizes)
     if device.type != "cuda":
@@ -61,7 +63,7 @@ def plan_memory(
         f"{largest / GIB:.1f} GiB), {headroom_bytes / GIB:.0f} GiB headroom"
     )
     if weights + headroom_bytes <= total_bytes:
-        return MemoryPlan("gpu", tiling, f"auto: all on the GPU ({figures})")
+        return MemoryPlan("gpu", vae_tiling == "on", f"auto: all on the GPU ({figures})")
     if largest + headroom_bytes <= total_bytes:
         return MemoryPlan("model_offload", tiling, f"auto: model CPU offload ({figures})")
     return MemoryPlan("sequential_offload", tiling, f"auto: sequential CPU offload, slow ({figures})")

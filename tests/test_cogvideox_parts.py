@@ -90,7 +90,8 @@ def test_auto_memory_mode_follows_gpu_memory(total_gib: int, expected: str) -> N
     # CogVideoX-5B with the I2V transformer in bf16: T5 ~9.5, two transformers ~11 GiB each.
     sizes = [int(9.5 * GIB), 11 * GIB, 11 * GIB, int(0.4 * GIB)]
     plan = plan_memory("auto", "auto", torch.device("cuda"), total_gib * GIB, sizes, 12 * GIB)
-    assert plan.mode == expected and plan.vae_tiling
+    # The headroom is the untiled decode's peak: only a plan short of memory tiles.
+    assert plan.mode == expected and plan.vae_tiling == (expected != "gpu")
     assert f"{total_gib:.1f} GiB GPU" in plan.reason
 
 
@@ -152,9 +153,9 @@ def test_tiny_i2v_keeps_the_real_one_fixed_size(family: dict) -> None:
     assert config.use_learned_positional_embeddings and config.use_rotary_positional_embeddings
     assert config.in_channels == 2 * t2v.pipe.transformer.config.in_channels
     assert i2v.native_size == (64, 48)
+    other_size = {**i2v.warm_up_arguments(9, (96, 64)), "height": 64, "width": 96}
     with pytest.raises(ValueError, match="different resolution"), torch.inference_mode():
-        i2v.pipe(**{**i2v.warm_up_arguments(), "height": 64, "width": 96}, prompt="p", num_inference_steps=1,
-                 output_type="latent")
+        i2v.pipe(**other_size, prompt="p", num_inference_steps=1, output_type="latent")
 
 
 def test_t2v_only_worker_does_not_load_the_i2v_transformer(models_dir: Path) -> None:

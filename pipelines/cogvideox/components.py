@@ -23,6 +23,7 @@ from pipelines.devices import dtype_for, resolve_device
 from pipelines.lora_adapters import LoraAdapters
 from pipelines.lora_sources import LoraSources
 from pipelines.memory import GIB, PipelineMemory
+from pipelines.speed import SpeedPlan, accelerate
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class CogVideoXComponents:
     device: torch.device
     dtype: torch.dtype
     memory: PipelineMemory
+    speed: SpeedPlan
     rife: RifeInterpolator
     lora_sources: LoraSources
     lora_max_loaded: int
@@ -60,19 +62,39 @@ class CogVideoXComponents:
                 i2v_location, subfolder="transformer", dtype=dtype
             )
             log.info("loaded the %s transformer from %s", I2V_REPO, i2v_location)
+        rife = load_rife(settings.models, settings.models_dir, device, weights_path=settings.rife_weights)
+        return cls.assemble(settings, modules, location, device, dtype, rife, i2v_transformer)
 
+    @classmethod
+    def assemble(
+        cls,
+        settings: Settings,
+        modules: dict[str, Any],
+        location: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        rife: RifeInterpolator,
+        i2v_transformer: CogVideoXTransformer3DModel | None = None,
+    ) -> CogVideoXComponents:
+        """Place loaded modules as the memory plan says and make them fast as the speed plan says
+        (in place: the benchmark hands in modules it has just timed unchanged)."""
         networks = [m for m in (*modules.values(), i2v_transformer) if isinstance(m, torch.nn.Module)]
         memory = PipelineMemory.for_modules(
             networks, device, settings.memory_mode, settings.vae_tiling, ACTIVATION_HEADROOM_BYTES
         )
         memory.place(networks, modules["vae"])
+        speed = SpeedPlan.from_settings(settings, device)
+        for transformer in (modules["transformer"], i2v_transformer):
+            if transformer is not None:
+                log.info("speed: %s: %s", speed.describe(), "; ".join(accelerate(transformer, speed)) or "as loaded")
         return cls(
             modules=modules,
             location=location,
             device=device,
             dtype=dtype,
             memory=memory,
-            rife=load_rife(settings.models, settings.models_dir, device, weights_path=settings.rife_weights),
+            speed=speed,
+            rife=rife,
             lora_sources=LoraSources(settings.lora_dirs, settings.lora_hub_download),
             lora_max_loaded=settings.lora_max_loaded,
             i2v_transformer=i2v_transformer,

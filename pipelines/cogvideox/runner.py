@@ -10,7 +10,8 @@ from __future__ import annotations
 import secrets
 import traceback
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ from pipelines.cogvideox.schema import (
 from pipelines.fal_types import resolve_size
 from pipelines.frames import Size, fit_frames, fit_image, fit_length, resample_fps, resize_frames, to_uint8
 from pipelines.lora_adapters import RequestedLora
+from pipelines.speed import separate_qkv
 from workers.context import JobContext
 
 T2V_ENDPOINT = "fal-ai/cogvideox-5b"
@@ -41,6 +43,7 @@ V2V_ENDPOINT = "fal-ai/cogvideox-5b/video-to-video"
 NUM_FRAMES = 49
 NATIVE_FPS = 8
 WARM_UP_FRAMES = 9
+DEFAULT_SIZE = (720, 480)  # fal's default video_size, the size the model was trained at
 
 
 @dataclass
@@ -77,15 +80,18 @@ class CogVideoXRunner(ABC):
         """Fetch and fit the request's inputs; say what to generate, or hand back final frames."""
 
     @abstractmethod
-    def warm_up_arguments(self) -> dict[str, Any]:
-        """Pipeline arguments for a small generation of this endpoint's kind."""
+    def warm_up_arguments(self, frames: int, size: Size) -> dict[str, Any]:
+        """Pipeline arguments for a generation of this endpoint's kind of ``frames`` at ``size``."""
 
     # --- shared ------------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """One small generation so the CUDA context, kernels and allocator pools exist before the
-        first user request. Latents only, to keep worker start-up short."""
+        """One generation so the CUDA context, kernels and allocator pools exist before the first
+        user request. Latents only, to keep worker start-up short. Small, unless the blocks are
+        compiled: then at the default request's shape, so that request finds them compiled."""
         self.components.memory.prepare(self.pipe)
-        with torch.inference_mode():
+        compiled = self.components.speed.compile
+        shape = (NUM_FRAMES, DEFAULT_SIZE) if compiled else (WARM_UP_FRAMES, (64, 64))
+        with torch.inference_mode(), self.components.speed.attention_context():
             self.pipe(
                 prompt="warm up",
                 num_inference_steps=2,
@@ -94,7 +100,7 @@ class CogVideoXRunner(ABC):
                 generator=torch.Generator("cpu").manual_seed(0),
                 output_type="latent",
                 max_sequence_length=self.max_text_tokens,
-                **self.warm_up_arguments(),
+                **self.warm_up_arguments(*shape),
             )
         self.components.rife.double(np.zeros((2, 32, 32, 3), np.uint8))
 
@@ -120,14 +126,18 @@ class CogVideoXRunner(ABC):
         file = ctx.write_video(frames, fps=request.export_fps, file_name="output.mp4")
         return CogVideoXOutput(video=file, timings=ctx.progress.finish(), seed=seed, prompt=request.prompt)
 
-    def _lora(self, request: Any, ctx: JobContext) -> AbstractContextManager[None]:
+    @contextmanager
+    def _lora(self, request: Any, ctx: JobContext) -> Iterator[None]:
         loras = getattr(request, "loras", None)  # text-to-video has no loras field, as on fal
         if not loras:
-            return nullcontext()
+            yield
+            return
         loc = ["loras", 0, "path"]
         lora = self.components.lora_sources.resolve(loras[0].path, loc, ctx.inputs)
         ctx.progress.stage("loading lora")
-        return self.adapters.applied([RequestedLora(lora, loras[0].scale, loc)], ctx.progress.log)
+        requested = [RequestedLora(lora, loras[0].scale, loc)]
+        with separate_qkv(self.pipe.transformer), self.adapters.applied(requested, ctx.progress.log):
+            yield
 
     def _generate(self, request: CogVideoXInput, prepared: Prepared, seed: int, ctx: JobContext) -> np.ndarray:
         """uint8 frames (F, H, W, 3) at the delivered size."""
@@ -148,18 +158,20 @@ class CogVideoXRunner(ABC):
         )
 
         progress.stage("denoising")
-        latents = pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=request.guidance_scale,
-            use_dynamic_cfg=True,
-            generator=generator,
-            output_type="latent",
-            callback_on_step_end=progress.step_callback(prepared.steps),
-            max_sequence_length=self.max_text_tokens,
-            **prepared.arguments,
-        ).frames
+        progress.log(f"speed: {self.components.speed.describe()}")
+        with self.components.speed.attention_context():
+            latents = pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                use_dynamic_cfg=True,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=progress.step_callback(prepared.steps),
+                max_sequence_length=self.max_text_tokens,
+                **prepared.arguments,
+            ).frames
         del prompt_embeds, negative_embeds
 
         progress.stage("decoding")
@@ -189,8 +201,8 @@ class TextToVideo(CogVideoXRunner):
         arguments = dict(height=height, width=width, num_frames=NUM_FRAMES)
         return Prepared((width, height), request.num_inference_steps, arguments)
 
-    def warm_up_arguments(self) -> dict[str, Any]:
-        return dict(height=64, width=64, num_frames=WARM_UP_FRAMES)
+    def warm_up_arguments(self, frames: int, size: Size) -> dict[str, Any]:
+        return dict(height=size[1], width=size[0], num_frames=frames)
 
 
 class ImageToVideo(CogVideoXRunner):
@@ -225,10 +237,10 @@ class ImageToVideo(CogVideoXRunner):
         arguments = dict(image=framed, height=native_height, width=native_width, num_frames=NUM_FRAMES)
         return Prepared((width, height), request.num_inference_steps, arguments)
 
-    def warm_up_arguments(self) -> dict[str, Any]:
-        width, height = self.native_size
+    def warm_up_arguments(self, frames: int, size: Size) -> dict[str, Any]:
+        width, height = self.native_size  # whatever size a request asks for
         gray = Image.new("RGB", (width, height), (128, 128, 128))
-        return dict(image=gray, height=height, width=width, num_frames=WARM_UP_FRAMES)
+        return dict(image=gray, height=height, width=width, num_frames=frames)
 
 
 class VideoToVideo(CogVideoXRunner):
@@ -261,9 +273,9 @@ class VideoToVideo(CogVideoXRunner):
         arguments = dict(video=video_frames, strength=request.strength, height=size[1], width=size[0])
         return Prepared(size, steps, arguments)
 
-    def warm_up_arguments(self) -> dict[str, Any]:
-        gray = Image.new("RGB", (64, 64), (128, 128, 128))
-        return dict(video=[gray] * WARM_UP_FRAMES, strength=1.0, height=64, width=64)
+    def warm_up_arguments(self, frames: int, size: Size) -> dict[str, Any]:
+        gray = Image.new("RGB", size, (128, 128, 128))
+        return dict(video=[gray] * frames, strength=1.0, height=size[1], width=size[0])
 
 
 def load_family(*, settings: Settings, endpoints: list[str] | None = None) -> dict[str, CogVideoXRunner]:
