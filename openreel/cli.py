@@ -23,6 +23,8 @@ from openreel import logging_setup
 from openreel.child_process import die_with_parent
 from openreel.redis_server import EmbeddedRedis, running_url
 from openreel.settings import Settings, child_env, load_settings
+from pipelines.bench import add_arguments as add_bench_arguments
+from pipelines.bench import run as run_bench
 
 if TYPE_CHECKING:
     import redis
@@ -113,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch-weights", help="download the full preset's weights into the Hugging Face cache (needs internet)"
     )
     _add_endpoints(fetch)
+
+    bench = commands.add_parser(
+        "bench", help="time stock diffusers against openreel's runner, stage by stage (docs/performance.md)"
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -335,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
             run_status(args, settings)
         elif args.command == "requests":
             run_requests(args, settings)
+        elif args.command == "bench":
+            run_bench(args)
     except (StartupError, ValidationError) as error:
         sys.exit(f"openreel: {error}")
     except KeyboardInterrupt:
