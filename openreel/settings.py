@@ -259,6 +259,12 @@ class Settings(BaseSettings):
         3600, ge=10, description="Seconds a presigned upload URL (and an unfinished multipart upload) stays valid. "
         "Default 3600.",
     )
+    request_body_max_bytes: int = Field(
+        96 * 1024**2,
+        ge=1024,
+        description="Largest JSON body of a submit or run call, in bytes; larger ones are a 413. Default 96 MiB "
+        "(a data: URI of OPENREEL_DATA_URI_MAX_BYTES in base64, plus the rest).",
+    )
 
     # --- input fetching (file URLs in requests) and webhooks ------------------------------
     fetch_allow: CsvList = Field(

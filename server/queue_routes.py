@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,15 +43,46 @@ def find_endpoint(request: Request, endpoint_id: str) -> Endpoint:
     return endpoint
 
 
+async def read_body(request: Request) -> bytes:
+    """The body, refused with a 413 as soon as it passes the limit (declared or counted), so a
+    client cannot make the API hold more than that in memory."""
+    limit = request.app.state.settings.request_body_max_bytes
+    too_large = FalError(413, f"The request body is larger than {limit} bytes", "payload_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
+
+
 async def read_json(request: Request) -> Any:
-    body = await request.body()
+    body = await read_body(request)
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except ValueError as error:
+        # Python's parser takes NaN, Infinity and 1e999 (as inf): refused here, as JSON has no
+        # such numbers and an error that echoes them back could not be written as JSON.
+        return json.loads(body, parse_float=_finite, parse_constant=_not_json)
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the parser goes
+        message = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise FalError(
-            422, [{"loc": ["body"], "msg": f"Invalid JSON: {error}", "type": "json_invalid"}]
+            422, [{"loc": ["body"], "msg": f"Invalid JSON: {message}", "type": "json_invalid"}]
         ) from None
 
 

@@ -38,6 +38,10 @@ class Video:
     fps: float
 
 
+# Below this share of the frames an MP4/MOV's index promises, the file is taken as truncated.
+TRUNCATED_FRACTION = 0.9
+
+
 def looks_like_video(head: bytes) -> bool:
     """Whether the first bytes are those of a video container ffmpeg can demux."""
     if head[4:8] == b"ftyp":
@@ -80,6 +84,13 @@ def read_video(path: Path, loc: Loc, limits: VideoLimits) -> Video:
         reader.close()
     if not frames or fps <= 0:
         raise InputError(list(loc), "The video has no frames or no frame rate")
+    # An MP4/MOV's index states its duration; ffmpeg decodes what data there is and stops
+    # quietly where a truncated file ends, so a short count is the only sign of the damage.
+    expected = duration * fps
+    if head[4:8] == b"ftyp" and len(frames) < TRUNCATED_FRACTION * expected:
+        raise InputError(
+            list(loc), f"The video is truncated or damaged: {len(frames)} of its {expected:.0f} frames could be read"
+        )
     return Video(np.stack(frames), fps)
 
 
