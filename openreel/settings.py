@@ -85,6 +85,29 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="Torch device for pipelines: auto, cpu, cuda, cuda:N. Default auto.")
     warmup: bool = Field(True, description="Run one small generation at worker start. Default true.")
 
+    # --- GPUs and residency ----------------------------------------------------------------
+    gpus: str | None = Field(
+        None,
+        description="GPUs 'openreel up' runs one worker each on, with CUDA_VISIBLE_DEVICES set to that GPU: 'all' "
+        "(every GPU nvidia-smi lists, or those CUDA_VISIBLE_DEVICES names; on a host without GPUs, 'workers' "
+        "workers with no CUDA_VISIBLE_DEVICES) or indexes such as '0,1'. Default unset: 'workers' workers that "
+        "all see every GPU.",
+    )
+    residency_budget_mib: float | None = Field(
+        None,
+        gt=0,
+        description="Device memory, in MiB, the weights a worker keeps on its device may take; beyond it the least "
+        "recently used pipeline moves to (pinned) CPU memory. Default unset: on CUDA the GPU's memory less 16 GiB "
+        "for activations; on CPU no limit.",
+    )
+    residency_max_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds a request may wait while a worker prefers requests for pipelines it has on its "
+        "device; an older request is taken next whatever the swap costs. 0 serves strictly oldest first. "
+        "Default 120.",
+    )
+
     # --- models and files ------------------------------------------------------------------
     models: Literal["tiny", "full"] = Field(
         "tiny",
@@ -317,6 +340,16 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: str | None) -> str | None:
+        if value is None or value == "all":
+            return value
+        indexes = [item.strip() for item in value.split(",")]
+        if not indexes or not all(item.isdigit() for item in indexes):
+            raise ValueError("gpus must be 'all' or comma-separated GPU indexes such as '0,1'")
+        return ",".join(indexes)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
