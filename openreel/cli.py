@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from openreel import logging_setup
 from openreel.child_process import die_with_parent
+from openreel.gpus import VISIBLE_DEVICES, visible_gpus, worker_devices
 from openreel.redis_server import EmbeddedRedis, running_url
 from openreel.settings import Settings, child_env, load_settings
 from pipelines.bench import add_arguments as add_bench_arguments
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api(up)
     _add_endpoints(up)
     up.add_argument("--workers", type=int, help="worker processes (OPENREEL_WORKERS)")
+    up.add_argument("--gpus", help="one worker per GPU: 'all' or indexes such as 0,1 (OPENREEL_GPUS)")
 
     api = commands.add_parser("api", help="the HTTP API alone, against a shared Redis")
     _add_common(api)
@@ -176,32 +178,34 @@ def serve_api(settings: Settings, redis_url: str) -> None:
 
 
 class WorkerSupervisor:
-    """Keeps N worker processes and one io-worker running; one that dies is replaced (its job
-    is re-queued by RQ)."""
+    """Keeps one worker per entry of ``devices`` and one io-worker running; one that dies is
+    replaced (its job is re-queued by RQ). A worker with a device sees only that GPU
+    (``CUDA_VISIBLE_DEVICES``), and so does its replacement."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
-        self.env = child_env(settings)
+    def __init__(self, settings: Settings, devices: list[str | None]) -> None:
+        env = child_env(settings)
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.commands = ["io-worker"] + ["worker"] * count
+        self.commands: list[tuple[str, dict[str, str]]] = [("io-worker", env)] + [
+            ("worker", env if device is None else env | {VISIBLE_DEVICES: device}) for device in devices
+        ]
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
-    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "openreel.cli", command], env=self.env, preexec_fn=die_with_parent
-        )
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        command, env = self.commands[index]
+        return subprocess.Popen([sys.executable, "-m", "openreel.cli", command], env=env, preexec_fn=die_with_parent)
 
     def start(self) -> None:
-        self.processes = [self._spawn(command) for command in self.commands]
+        self.processes = [self._spawn(index) for index in range(len(self.commands))]
         self.thread.start()
 
     def _watch(self) -> None:
         while not self.stopping.wait(WORKER_RESTART_DELAY_S):
             for index, process in enumerate(self.processes):
                 if process.poll() is not None and not self.stopping.is_set():
-                    command, code = self.commands[index], process.returncode
+                    command, code = self.commands[index][0], process.returncode
                     log.warning("%s pid %s exited with %s; starting a replacement", command, process.pid, code)
-                    self.processes[index] = self._spawn(command)
+                    self.processes[index] = self._spawn(index)
 
     def stop(self, grace_s: float = 10.0) -> None:
         self.stopping.set()
@@ -226,7 +230,10 @@ def run_up(settings: Settings) -> None:
         log.info("embedded Redis at %s (data in %s)", redis_url, settings.redis_dir)
     if settings.models == "tiny":
         log.warning("'tiny' preset: random weights, outputs are noise; use --models full on a GPU host")
-    supervisor = WorkerSupervisor(settings.model_copy(update={"redis_url": redis_url}), settings.workers)
+    devices = worker_devices(settings.gpus, settings.workers, visible_gpus() if settings.gpus == "all" else [])
+    if settings.gpus is not None:
+        log.info("workers on GPUs: %s", ", ".join(device or "none (no GPU found)" for device in devices))
+    supervisor = WorkerSupervisor(settings.model_copy(update={"redis_url": redis_url}), devices)
     try:
         check_exposure(settings, redis_url)
         supervisor.start()

@@ -344,7 +344,9 @@ class Settings(BaseSettings):
     @field_validator("gpus")
     @classmethod
     def _gpus(cls, value: str | None) -> str | None:
-        if value is None or value == "all":
+        if value is None or not value.strip():
+            return None  # an empty variable in an env file means unset
+        if value == "all":
             return value
         indexes = [item.strip() for item in value.split(",")]
         if not indexes or not all(item.isdigit() for item in indexes):

@@ -122,6 +122,7 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         "models": settings.models,
         "device": settings.device,
         "cuda": torch.cuda.is_available(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     presence = worker_registry.Presence(
         connection, name, info, settings.heartbeat_ttl_s, probe=lambda: gpu_memory(settings.device)
