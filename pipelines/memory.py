@@ -95,6 +95,11 @@ class PipelineMemory:
             vae.enable_tiling()
             vae.enable_slicing()
 
+    def movable(self, modules: Iterable[torch.nn.Module]) -> list[torch.nn.Module]:
+        """What a worker's residency manager may move between the device and CPU memory: the
+        modules when they live on the device, none when offload hooks already move them."""
+        return list(modules) if self.plan.mode == "gpu" else []
+
     def prepare(self, pipe: Any) -> None:
         """Install the offload hooks of the pipeline about to run.
 

@@ -65,6 +65,11 @@ class Progress:
         self._stage, self._stage_started = name, self.clock()
         self.log(name)
 
+    def record(self, stage: str, seconds: float) -> None:
+        """Time this request spent outside the runner's own stages (weights moved to the device)."""
+        key = stage.replace(" ", "_")
+        self._timings[key] = self._timings.get(key, 0.0) + seconds
+
     def finish(self) -> dict[str, float]:
         """Close the last stage and return seconds per stage."""
         self._close_stage()

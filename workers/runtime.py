@@ -26,6 +26,7 @@ from pipelines.registry import ENDPOINTS
 from workers.context import InputError, JobContext, Progress, RequestCancelled
 from workers.inputs import InputResolver
 from workers.outputs import OutputWriter
+from workers.residency import Residency
 
 log = logging.getLogger("openreel.worker")
 
@@ -34,6 +35,8 @@ class Runner(Protocol):
     endpoint_id: str
 
     def warm_up(self) -> None: ...
+
+    def networks(self) -> list[torch.nn.Module]: ...
 
     def run(self, request: Any, ctx: JobContext) -> BaseModel: ...
 
@@ -56,9 +59,16 @@ def release_memory() -> None:
 
 class Runtime:
     def __init__(
-        self, settings: Settings, connection: redis.Redis, runners: dict[str, Runner], worker_name: str
+        self,
+        settings: Settings,
+        connection: redis.Redis,
+        runners: dict[str, Runner],
+        worker_name: str,
+        residency: Residency | None = None,
     ) -> None:
         self.settings = settings
+        # Without one (a runtime outside a worker), nothing is registered and nothing moves.
+        self.residency = residency or Residency(torch.device("cpu"), None)
         self.store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
         self.storage = make_storage(settings, connection)
         self.runners = runners
@@ -147,6 +157,10 @@ class Runtime:
         writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp", lifetime_s)
         inputs = InputResolver(self.settings, self.storage, progress)
         ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video, inputs=inputs)
+        with torch.no_grad():  # not inference mode: moved weights must stay usable outside it
+            for move in self.residency.acquire(endpoint_id):
+                progress.log(move.describe(self.residency.device))
+                progress.record("swap", move.seconds)
         with torch.inference_mode():
             result = runner.run(request, ctx)
         return result.model_dump(mode="json", exclude_none=True)

@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import redis
 import torch
@@ -24,19 +26,35 @@ from openreel import queues, worker_registry
 from openreel.logging_setup import request_context
 from openreel.settings import Settings
 from pipelines import registry
+from pipelines.devices import resolve_device
+from workers import queue_order as queue_order_policy
 from workers import runtime
+from workers.residency import Residency, default_budget
 
 log = logging.getLogger("openreel.worker")
 
 
 class GpuWorker(SimpleWorker):
     def __init__(
-        self, queue_list: list[Queue], *, settings: Settings, presence: worker_registry.Presence, **kwargs: object
+        self,
+        queue_list: list[Queue],
+        *,
+        settings: Settings,
+        presence: worker_registry.Presence,
+        queue_order: Callable[[list[Queue]], list[Queue]] | None = None,
+        **kwargs: object,
     ) -> None:
         self.settings = settings  # read by dequeue_timeout, which RQ's __init__ already calls
         self.presence = presence
+        self.queue_order = queue_order
         self.running: Job | None = None
         super().__init__(queue_list, maintenance_interval=settings.maintenance_s, **kwargs)  # type: ignore[arg-type]
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        # BLPOP takes the first non-empty queue of the list: ordering it is the whole policy.
+        if self.queue_order is not None:
+            self._ordered_queues = self.queue_order(self.queues)
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -94,16 +112,27 @@ def gpu_memory(device_spec: str) -> dict[str, int]:
     }
 
 
-def load_runners(settings: Settings, families: list[str], endpoint_ids: list[str]) -> dict[str, runtime.Runner]:
+def load_runners(
+    settings: Settings, families: list[str], endpoint_ids: list[str], residency: Residency
+) -> dict[str, runtime.Runner]:
     runners: dict[str, runtime.Runner] = {}
     for family in families:
+        # Families are placed on the device as they load; the next one must not meet the last
+        # one there when both do not fit together.
+        residency.park_all()
         started = time.perf_counter()
-        loaded = registry.load_family(family, settings=settings, endpoints=endpoint_ids)
-        runners.update(loaded)  # type: ignore[arg-type]
+        loaded: dict[str, runtime.Runner] = registry.load_family(  # type: ignore[assignment]
+            family, settings=settings, endpoints=endpoint_ids
+        )
+        for runner in loaded.values():
+            residency.register(runner.endpoint_id, family, runner.networks())
+        runners.update(loaded)
         log.info("loaded %s (%s preset) in %.1f s", family, settings.models, time.perf_counter() - started)
     if settings.warmup:
         for runner in runners.values():
             started = time.perf_counter()
+            with torch.no_grad():
+                residency.acquire(runner.endpoint_id)
             runner.warm_up()
             log.info("warmed %s in %.1f s", runner.endpoint_id, time.perf_counter() - started)
     return runners
@@ -124,8 +153,10 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         "cuda": torch.cuda.is_available(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    device = resolve_device(settings.device)
+    residency = Residency(device, default_budget(device, settings.residency_budget_mib))
     presence = worker_registry.Presence(
-        connection, name, info, settings.heartbeat_ttl_s, probe=lambda: gpu_memory(settings.device)
+        connection, name, info, settings.heartbeat_ttl_s, probe=lambda: gpu_memory(settings.device) | residency.report()
     )
     presence.set_state("starting")
     worker: GpuWorker | None = None
@@ -146,13 +177,30 @@ def run_worker(settings: Settings, redis_url: str) -> None:
     failed = False
     try:
         presence.set_state("loading")
-        runners = load_runners(settings, families, endpoint_ids)
-        runtime.install(runtime.Runtime(settings, connection, runners, name))
+        runners = load_runners(settings, families, endpoint_ids, residency)
+        runtime.install(runtime.Runtime(settings, connection, runners, name, residency))
         # Normal queues of every family first, then the low ones: low waits behind all normal work.
-        queue_list = [
-            Queue(queues.queue_name(f, p), connection=connection) for p in queues.PRIORITIES for f in families
+        labelled = [
+            (Queue(queues.queue_name(f, p), connection=connection), f, p) for p in queues.PRIORITIES for f in families
         ]
-        worker = GpuWorker(queue_list, settings=settings, presence=presence, connection=connection, name=name)
+
+        def queue_order(listed: list[Queue]) -> list[Queue]:
+            waiting = queue_order_policy.read_waiting(connection, labelled)
+            names = queue_order_policy.order(
+                waiting, residency.resident_families(), time.time(), settings.residency_max_wait_s
+            )
+            by_name = {queue.name: queue for queue in listed}
+            return [by_name[name] for name in names]
+
+        worker = GpuWorker(
+            [queue for queue, _, _ in labelled],
+            settings=settings,
+            presence=presence,
+            # One family's order is fixed: no need for two round trips before every dequeue.
+            queue_order=queue_order if len(families) > 1 else None,
+            connection=connection,
+            name=name,
+        )
         presence.set_state("ready")
         log.info("worker %s ready for %s", name, ", ".join(endpoint_ids))
         worker.work(with_scheduler=False)

@@ -130,6 +130,10 @@ class AnimateDiffTurbo:
         pipe.set_progress_bar_config(disable=True)  # progress goes to the request's logs
         return pipe
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The networks this endpoint's runs use, for the worker's residency manager."""
+        return self.memory.movable([self.pipe.unet, self.pipe.text_encoder, self.pipe.vae])
+
     def warm_up(self) -> None:
         """One small generation, so kernels and allocator pools exist before the first request."""
         gray = np.full((WARM_UP_FRAMES, 64, 64, 3), 128, np.uint8)

@@ -74,6 +74,11 @@ class CogVideoXRunner(ABC):
     def max_text_tokens(self) -> int:
         return self.pipe.transformer.config.max_text_seq_length
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The networks this endpoint's runs use, for the worker's residency manager."""
+        pipe_networks = [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
+        return self.components.memory.movable([*pipe_networks, self.components.rife.model])
+
     # --- what each endpoint says -------------------------------------------------------------
     @abstractmethod
     def prepare(self, request: Any, ctx: JobContext) -> Prepared:

@@ -86,6 +86,11 @@ class VideoAsPromptRunner:
         self.safety = SafetyChecker(checker, self.device)
         log.info("safety checker from %s", checker)
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The networks this endpoint's runs use, for the worker's residency manager."""
+        pipe_networks = [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
+        return self.memory.movable([*pipe_networks, self.safety.model])
+
     def warm_up(self) -> None:
         """Two steps at the smallest size, so kernels and allocator pools exist before the first
         request; decode and safety check too, they have kernels of their own."""
