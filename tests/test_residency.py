@@ -11,7 +11,7 @@ import pytest
 import redis
 import torch
 
-from openreel.records import RecordStore
+from openreel.records import RecordStore, RequestRecord
 from openreel.worker_registry import live_workers
 from tests.generated_inputs import data_uri, gradient_frames, mp4_bytes
 from tests.stack import Stack, wait_until
@@ -135,9 +135,9 @@ def queued_stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Any) -> A
     stack.stop()
 
 
-def run_mixed_stream(stack: Stack, max_wait_s: str) -> tuple[list[str], dict[str, Any]]:
+def run_mixed_stream(stack: Stack, max_wait_s: str) -> tuple[list[RequestRecord], dict[str, Any]]:
     """Queue A C A C A C (A: AnimateDiff, C: CogVideoX) before a worker exists, then start one;
-    return the endpoints in the order it started them and its registry entry once done."""
+    return the records in the order it started them and its registry entry once done."""
     clip = data_uri(mp4_bytes(gradient_frames(8, (32, 32), seed=2), fps=8), "video/mp4")
     animatediff_input = {"prompt": "paper", "video_url": clip, "num_inference_steps": 4, "select_every_nth_frame": 1}
     connection = redis.Redis.from_url(stack.redis_url)
@@ -164,7 +164,7 @@ def run_mixed_stream(stack: Stack, max_wait_s: str) -> tuple[list[str], dict[str
     records = sorted((store.get(i) for i in ids), key=lambda r: r.started_at)  # type: ignore[arg-type, return-value, union-attr]
     assert all(r.error is None for r in records), [r.error for r in records]
     assert report is not None and report["residency_budget_bytes"] == 15 * MIB
-    return [r.endpoint for r in records], report
+    return records, report
 
 
 # Families load in name order, each after the device is emptied: AnimateDiff moves out once
@@ -175,15 +175,22 @@ LOAD_MOVES_OUT = 1
 def test_a_worker_prefers_what_it_has_resident(queued_stack: Stack) -> None:
     """CogVideoX loaded last and is resident: its three requests first, then AnimateDiff's, for
     one swap where the arrival order would take six."""
-    started, report = run_mixed_stream(queued_stack, max_wait_s="600")
-    assert started == [T2V] * 3 + [ANIMATEDIFF] * 3
+    records, report = run_mixed_stream(queued_stack, max_wait_s="600")
+    assert [r.endpoint for r in records] == [T2V] * 3 + [ANIMATEDIFF] * 3
+    assert not any("swap" in r.output["timings"] for r in records[:3])  # type: ignore[index]
     assert (report["moves_in"], report["moves_out"] - LOAD_MOVES_OUT) == (1, 1)
     assert report["resident"] == [ANIMATEDIFF]
 
 
 def test_a_request_that_waited_too_long_is_served_whatever_the_swap(queued_stack: Stack) -> None:
     """With a limit of 0 s every request has waited too long: arrival order, a swap each."""
-    started, report = run_mixed_stream(queued_stack, max_wait_s="0")
-    assert started == [ANIMATEDIFF, T2V] * 3
+    records, report = run_mixed_stream(queued_stack, max_wait_s="0")
+    assert [r.endpoint for r in records] == [ANIMATEDIFF, T2V] * 3
+    # Each CogVideoX request paid for bringing its pipeline back: in its timings and its logs.
+    store = RecordStore(redis.Redis.from_url(queued_stack.redis_url), retention_s=3600)
+    for record in records[1::2]:
+        assert record.output["timings"]["swap"] >= 0  # type: ignore[index]
+        logs = [line["message"] for line in store.logs(record.request_id)]
+        assert any(line.startswith(f"moved {T2V} to cpu: 14.") for line in logs), logs
     assert (report["moves_in"], report["moves_out"] - LOAD_MOVES_OUT) == (6, 6)
     assert report["resident"] == [T2V]
