@@ -16,6 +16,8 @@ TINY = {"prompt": "fault", "video_size": {"width": 32, "height": 32}, "num_infer
 # Fault tests run several workers on a shared CPU: one torch thread each, so that busy cores slow
 # them down in proportion instead of stalling OpenMP's spinning thread teams.
 FAULT_STACK_ENV = {"OPENREEL_ENDPOINTS": APP, "OMP_NUM_THREADS": "1"}
+# Webhook tries of the shared single-worker stack time out after this many seconds.
+WEBHOOK_TIMEOUT_S = 1.0
 # Error types a request may end with when its worker or Redis is lost; anything else is a bug.
 CLEAR_LOSS_ERRORS = {"runner_disconnected"}
 

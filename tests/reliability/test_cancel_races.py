@@ -7,25 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from openreel.records import RecordStore
-from tests.reliability.faults import APP, FAULT_STACK_ENV, TINY, is_completed, status, submit
+from tests.reliability.faults import APP, TINY, is_completed, status, submit
 from tests.stack import Stack, wait_until
 
 # Steps long enough to cancel between, short enough for a quick test.
 LONG = {"prompt": "long", "video_size": {"width": 160, "height": 160}, "num_inference_steps": 40, "use_rife": False}
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory, models_dir: Any) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("cancel-races"), models_dir, workers=1, env=FAULT_STACK_ENV).start()
-    yield stack
-    stack.stop()
+@pytest.fixture
+def worker(one_worker_stack: Stack) -> Stack:
+    return one_worker_stack
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from tests.reliability.faults import APP, CLEAR_LOSS_ERRORS, FAULT_STACK_ENV, TI
 from tests.stack import Stack, wait_until
 
 # Several seconds of denoising: Redis dies while the step callback is talking to it.
-LONG = {"prompt": "long", "video_size": {"width": 256, "height": 256}, "num_inference_steps": 50, "use_rife": False}
+LONG = {"prompt": "long", "video_size": {"width": 192, "height": 192}, "num_inference_steps": 50, "use_rife": False}
 # appendfsync everysec: a write is on disk within a second, so only the last second may be lost.
 AOF_FSYNC_S = 1.0
 OUTAGE_S = 4.0

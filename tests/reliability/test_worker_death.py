@@ -16,7 +16,7 @@ import redis
 
 from openreel.records import RecordStore
 from tests.reliability.faults import FAULT_STACK_ENV, check_ended_once, ending, is_completed, submit
-from tests.stack import Stack, wait_until
+from tests.stack import Stack
 
 
 def run_with_kills(make_stack: Any, requests: int, kills: int, seed: int) -> None:
