@@ -122,7 +122,8 @@ def test_two_worker_hosts_share_the_queue_and_survive_losing_one(
 
             # Both workers now wait in BLPOP; Redis hands new jobs to blocked clients in turn.
             wait_until(lambda: [w["state"] for w in live_workers(connection)] == ["ready", "ready"], timeout_s=30)
-            # Their idle background (heartbeats, BLPOP timeouts, maintenance), taken off the figure below so it is what the requests themselves cost.
+            # Their idle background (heartbeats, BLPOP timeouts, maintenance), taken off the
+            # figure below so it is what the requests themselves cost.
             before, idle_s = command_calls(connection), 4.0
             time.sleep(idle_s)
             idle = command_calls(connection) - before
@@ -146,7 +147,8 @@ def test_two_worker_hosts_share_the_queue_and_survive_losing_one(
             poll_calls = sum((command_calls(connection) - before).values())
             print(  # the figures docs/architecture.md quotes
                 f"\nRedis commands per request: submit {submit_calls:.1f}, whole request {request_calls:.1f} ({top}); "
-                f"status poll with logs {poll_calls}; idle background of 2 workers {sum(idle.values()) / idle_s:.2f}/s; "
+                f"status poll with logs {poll_calls}; "
+                f"idle background of 2 workers {sum(idle.values()) / idle_s:.2f}/s; "
                 f"{len(connection.client_list())} connections (API, 2 workers, this test)"
             )
             assert submit_calls < 40 and request_calls < 200 and poll_calls < 10

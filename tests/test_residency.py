@@ -154,14 +154,17 @@ def run_mixed_stream(stack: Stack, max_wait_s: str) -> tuple[list[RequestRecord]
     def entry() -> dict[str, Any] | None:
         return next((w for w in live_workers(connection) if w["pid"] == worker.pid), None)
 
+    def finished() -> list[RequestRecord]:
+        return [record for i in ids if (record := store.get(i)) is not None and record.status == "COMPLETED"]
+
     try:
-        wait_until(lambda: all(store.get(i).status == "COMPLETED" for i in ids), timeout_s=180, interval_s=0.2)  # type: ignore[union-attr]
+        wait_until(lambda: len(finished()) == len(ids), timeout_s=180, interval_s=0.2)
         wait_until(lambda: (entry() or {}).get("state") == "ready")  # published after the last run
         report = entry()
     finally:
         worker.terminate()
         worker.wait(30)
-    records = sorted((store.get(i) for i in ids), key=lambda r: r.started_at)  # type: ignore[arg-type, return-value, union-attr]
+    records = sorted(finished(), key=lambda record: record.started_at or 0.0)
     assert all(r.error is None for r in records), [r.error for r in records]
     assert report is not None and report["residency_budget_bytes"] == 15 * MIB
     return records, report

@@ -153,11 +153,12 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         "cuda": torch.cuda.is_available(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
-    device = resolve_device(settings.device)
-    residency = Residency(device, default_budget(device, settings.residency_budget_mib))
-    presence = worker_registry.Presence(
-        connection, name, info, settings.heartbeat_ttl_s, probe=lambda: gpu_memory(settings.device) | residency.report()
-    )
+    residency: Residency | None = None  # made once loading starts: a bad device is a failed worker
+
+    def probe() -> dict[str, Any]:
+        return gpu_memory(settings.device) | (residency.report() if residency is not None else {})
+
+    presence = worker_registry.Presence(connection, name, info, settings.heartbeat_ttl_s, probe=probe)
     presence.set_state("starting")
     worker: GpuWorker | None = None
     stop = threading.Event()
@@ -177,8 +178,11 @@ def run_worker(settings: Settings, redis_url: str) -> None:
     failed = False
     try:
         presence.set_state("loading")
-        runners = load_runners(settings, families, endpoint_ids, residency)
-        runtime.install(runtime.Runtime(settings, connection, runners, name, residency))
+        device = resolve_device(settings.device)
+        placement = Residency(device, default_budget(device, settings.residency_budget_mib))
+        residency = placement  # from here on the heartbeat publishes it
+        runners = load_runners(settings, families, endpoint_ids, placement)
+        runtime.install(runtime.Runtime(settings, connection, runners, name, placement))
         # Normal queues of every family first, then the low ones: low waits behind all normal work.
         labelled = [
             (Queue(queues.queue_name(f, p), connection=connection), f, p) for p in queues.PRIORITIES for f in families
@@ -187,7 +191,7 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         def queue_order(listed: list[Queue]) -> list[Queue]:
             waiting = queue_order_policy.read_waiting(connection, labelled)
             names = queue_order_policy.order(
-                waiting, residency.resident_families(), time.time(), settings.residency_max_wait_s
+                waiting, placement.resident_families(), time.time(), settings.residency_max_wait_s
             )
             by_name = {queue.name: queue for queue in listed}
             return [by_name[name] for name in names]
