@@ -8,7 +8,8 @@ to CPU memory until the budget holds them; on CUDA that memory is pinned, so cop
 PCIe speed both ways. Each move is logged with its size and duration.
 
 Networks whose family offloads them itself (``PipelineMemory``'s model or sequential offload)
-are never registered: their hooks already keep them off the GPU between uses. On a CPU device
+are left out (``Runner.networks()`` is empty): their hooks already keep them off the GPU between
+uses. On a CPU device
 moves cost nothing, but the accounting is the same, so the policy can be tested there.
 """
 
@@ -89,7 +90,7 @@ class Residency:
         """Bring ``pipeline`` to the device, evicting the least recently used others as needed."""
         networks = self._networks.get(pipeline)
         if networks is None:
-            return []  # not registered: its family offloads by itself
+            return []  # unknown here: a runtime outside a worker registers nothing
         wanted = {id(network) for network in networks}
         missing = [network for network in networks if id(network) not in self._on_device]
         needed = sum(module_bytes(network) for network in missing)
@@ -119,6 +120,7 @@ class Residency:
         return sum(module_bytes(network) for network in list(self._on_device.values()))
 
     def is_resident(self, pipeline: str) -> bool:
+        """A pipeline with nothing to move (its family offloads by itself) always is."""
         return all(id(network) in self._on_device for network in self._networks[pipeline])
 
     def resident_families(self) -> set[str]:
