@@ -120,9 +120,9 @@ def test_two_worker_hosts_share_the_queue_and_survive_losing_one(
                 output = http.get(f"/queue/{APP}/requests/{request_id}").json()
                 assert output["video"]["url"].startswith(bucket.endpoint_url)
 
-            # Both workers now wait in BLPOP; Redis hands new jobs to blocked clients in turn.
+            # Both workers now wait in BLMOVE; Redis hands new jobs to blocked clients in turn.
             wait_until(lambda: [w["state"] for w in live_workers(connection)] == ["ready", "ready"], timeout_s=30)
-            # Their idle background (heartbeats, BLPOP timeouts, maintenance), taken off the
+            # Their idle background (heartbeats, dequeue passes, maintenance), taken off the
             # figure below so it is what the requests themselves cost.
             before, idle_s = command_calls(connection), 4.0
             time.sleep(idle_s)
@@ -159,8 +159,6 @@ def test_two_worker_hosts_share_the_queue_and_survive_losing_one(
             # One host goes away without a word; the other serves everything from then on.
             lost, survivor = workers
             os.kill(lost.pid, signal.SIGKILL)
-            # Dead before the next submit: a worker killed while Redis answers its BLPOP takes
-            # that job with it (multi-queue RQ workers pop with BLPOP, not BLMOVE).
             lost.wait()
             later = [_submit(http) for _ in range(count)]
             wait_until(lambda: all(_completed(http, i) for i in later), timeout_s=120, interval_s=0.3)

@@ -1,6 +1,6 @@
 """Which of its queues a worker serving several families takes its next job from.
 
-RQ pops from the first non-empty queue in the worker's list (BLPOP over several keys), so the
+The worker takes from the first non-empty queue in its list (``workers/dequeue.py``), so the
 policy is the order of that list, set before every dequeue:
 
 1. ``normal`` queues before ``low`` ones, as fal's priority header promises;

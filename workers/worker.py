@@ -19,8 +19,10 @@ from typing import Any
 
 import redis
 import torch
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
+from rq.registry import clean_registries
+from rq.utils import now
 
 from openreel import queues, worker_registry
 from openreel.logging_setup import request_context
@@ -28,6 +30,7 @@ from openreel.settings import Settings
 from pipelines import registry
 from pipelines.devices import resolve_device
 from workers import queue_order as queue_order_policy
+from workers.dequeue import LosslessQueue, rescue_stranded
 from workers import runtime
 from workers.residency import Residency, default_budget
 
@@ -48,13 +51,34 @@ class GpuWorker(SimpleWorker):
         self.presence = presence
         self.queue_order = queue_order
         self.running: Job | None = None
-        super().__init__(queue_list, maintenance_interval=settings.maintenance_s, **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            queue_list,
+            maintenance_interval=settings.maintenance_s,
+            queue_class=LosslessQueue,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        # BLPOP takes the first non-empty queue of the list: ordering it is the whole policy.
+        # The first non-empty queue of the list is taken: ordering it is the whole policy.
         if self.queue_order is not None:
             self._ordered_queues = self.queue_order(self.queues)
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # LosslessQueue parks every job in an intermediate list, not only single-queue workers' jobs.
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+    def clean_registries(self) -> None:
+        # RQ's own sweep of intermediate lists fails a stuck job (lost, with x-fal-no-retry);
+        # a job that never started goes back to its queue instead (workers/dequeue.py).
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                clean_registries(queue, self._exc_handlers)
+                worker_registration.clean_worker_registry(queue)
+                for job_id in rescue_stranded(queue, self.settings.heartbeat_ttl_s):
+                    log.warning("job %s was stranded by a dead worker before it started: queued again", job_id)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
 
     @property
     def dequeue_timeout(self) -> int:
@@ -185,7 +209,9 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         runtime.install(runtime.Runtime(settings, connection, runners, name, placement))
         # Normal queues of every family first, then the low ones: low waits behind all normal work.
         labelled = [
-            (Queue(queues.queue_name(f, p), connection=connection), f, p) for p in queues.PRIORITIES for f in families
+            (LosslessQueue(queues.queue_name(f, p), connection=connection), f, p)
+            for p in queues.PRIORITIES
+            for f in families
         ]
 
         def queue_order(listed: list[Queue]) -> list[Queue]:
