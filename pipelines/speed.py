@@ -129,7 +129,9 @@ def separate_qkv(denoiser: torch.nn.Module) -> Iterator[None]:
         yield
         return
     fused = denoiser.attn_processors
-    denoiser.set_attn_processor(unfused)
+    # set_attn_processor empties the dict it is given: the model's own copy must survive for the
+    # next LoRA request.
+    denoiser.set_attn_processor(dict(unfused))
     try:
         yield
     finally:
