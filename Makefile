@@ -32,14 +32,15 @@ test: $(STAMP) js-deps
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The configured package sources first (a local wheelhouse may carry the build); the
 	# PyTorch index only when they lack it, as that index is slow to ask for every dependency.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" 2>/dev/null || \
 	  $(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The versions the suite and the Docker image were pinned at (scripts/gen_constraints.py).
+	$(BIN)/python -m pip install --quiet --constraint requirements/constraints.txt -e ".[test]"
 	touch $@
 
 # The official JS client (@fal-ai/client), pinned by tests/js/package-lock.json.
