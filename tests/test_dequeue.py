@@ -66,6 +66,13 @@ def test_a_stranded_job_goes_back_to_the_front_after_the_grace(queues: list[Queu
     assert normal.connection.hlen(stranded_key(normal)) == 0
 
 
+def _blocked_in_blmove(connection: redis.Redis, pid: int) -> bool:
+    """Whether the worker with this pid (its connection is named after it) waits in a blocking pop."""
+    return any(
+        f".{pid}." in c["name"] and c["cmd"] == "blmove" and "b" in c["flags"] for c in connection.client_list()
+    )
+
+
 def test_a_request_taken_by_a_vanished_worker_is_served_by_another(make_stack: Any) -> None:
     """A host that vanishes (SIGSTOP: its socket stays open, as with a pulled cable) while blocked
     waiting for work is handed the next job by Redis; a live worker's sweep puts it back."""
@@ -75,11 +82,20 @@ def test_a_request_taken_by_a_vanished_worker_is_served_by_another(make_stack: A
     intermediate = Queue("cogvideox", connection=connection).intermediate_queue_key
     with stack.client() as client:
         wait_until(lambda: client.get("/health").status_code == 200, timeout_s=120)
-        time.sleep(1)  # past its first maintenance: idle, blocked in its pop
-        os.kill(lost_worker.pid, signal.SIGSTOP)
         try:
-            request_id = submit(client, TINY)
-            wait_until(lambda: connection.lrange(intermediate, 0, -1) == [request_id.encode()], timeout_s=5)
+            # Stop it inside one of its blocking pops (they last BLOCK_SLICE_S); a submit that
+            # misses the pop is served by it as usual, and the next try is made.
+            for _ in range(10):
+                wait_until(lambda: _blocked_in_blmove(connection, lost_worker.pid), timeout_s=30, interval_s=0.01)
+                os.kill(lost_worker.pid, signal.SIGSTOP)
+                request_id = submit(client, TINY)
+                time.sleep(BLOCK_SLICE_S + 0.2)
+                if connection.lrange(intermediate, 0, -1) == [request_id.encode()]:
+                    break
+                os.kill(lost_worker.pid, signal.SIGCONT)
+                wait_until(lambda: is_completed(client, request_id), timeout_s=60)
+            else:
+                pytest.fail("the stopped worker was never handed a job")
             stack.start_worker()
             wait_until(lambda: is_completed(client, request_id), timeout_s=120)
             result = client.get(f"/queue/{APP}/requests/{request_id}").json()
