@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from rq import Queue
@@ -67,10 +68,9 @@ def test_a_stranded_job_goes_back_to_the_front_after_the_grace(queues: list[Queu
 
 
 def _blocked_in_blmove(connection: redis.Redis, pid: int) -> bool:
-    """Whether the worker with this pid (its connection is named after it) waits in a blocking pop."""
-    return any(
-        f".{pid}." in c["name"] and c["cmd"] == "blmove" and "b" in c["flags"] for c in connection.client_list()
-    )
+    """Whether one of this process's Redis connections waits in a blocking pop."""
+    ports = {f"127.0.0.1:{c.laddr.port}" for c in psutil.Process(pid).net_connections(kind="tcp")}
+    return any(c["addr"] in ports and c["cmd"] == "blmove" and "b" in c["flags"] for c in connection.client_list())
 
 
 def test_a_request_taken_by_a_vanished_worker_is_served_by_another(make_stack: Any) -> None:
