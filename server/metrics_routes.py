@@ -5,7 +5,7 @@ when one is configured: they name hosts, endpoints and load. Prometheus sends th
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +16,7 @@ from server.auth import require_key
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)  # so OpenAPI says text, not JSON
 async def scrape(request: Request) -> Response:
     endpoints = request.app.state.endpoints
     families = sorted({endpoint.family for endpoint in endpoints.values()})
