@@ -28,6 +28,15 @@ log = logging.getLogger("openreel.io_worker")
 class IoWorker(SimpleWorker):
     """In-process jobs: a delivery is one short HTTP call, not worth a fork each."""
 
+    def __init__(self, *args: object, settings: Settings, **kwargs: object) -> None:
+        self.settings = settings  # read by dequeue_timeout, which RQ's __init__ already calls
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # Wake for maintenance as GPU workers do, instead of RQ's 405 s blocking pop.
+        return self.settings.maintenance_s
+
     def handle_exception(self, job: Job, *exc_info: object) -> None:
         # A failed try is expected and already logged in one line; tracebacks are for bugs.
         if not isinstance(exc_info[1], webhooks.WebhookFailed):
@@ -48,7 +57,10 @@ def sweep_storage_forever(settings: Settings, connection: redis.Redis, stop: thr
 
 
 def run_io_worker(settings: Settings, redis_url: str) -> None:
-    connection = redis.Redis.from_url(redis_url)
+    # redis-py's default 5 s socket timeout cut RQ's blocking pop short, and RQ raises the timeout
+    # only for connections opened after the worker starts: the pool already held one, so the
+    # io-worker quit 5 s after every start. Every connection outlives one blocking pop instead.
+    connection = redis.Redis.from_url(redis_url, socket_timeout=settings.maintenance_s + 10)
     webhooks.install(webhooks.Deliverer(settings, connection))
     stop = threading.Event()
     sweeper = threading.Thread(
@@ -58,6 +70,7 @@ def run_io_worker(settings: Settings, redis_url: str) -> None:
     worker = IoWorker(
         [Queue(webhooks.WEBHOOK_QUEUE, connection=connection)],
         connection=connection,
+        settings=settings,
         name=f"io.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}",
         maintenance_interval=settings.maintenance_s,
         log_job_description=False,  # the arguments hold the whole webhook body
