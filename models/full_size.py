@@ -13,7 +13,13 @@ import torch
 from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
 from transformers import T5Config, T5EncoderModel
 
-from models.tiny.cogvideox import MAX_TEXT_TOKENS, SCHEDULER_CONFIG, TEXT_ENCODER_CONFIG
+from models.tiny.cogvideox import (
+    MAX_TEXT_TOKENS,
+    SCHEDULER_CONFIG,
+    TEXT_ENCODER_CONFIG,
+    TRANSFORMER_CONFIG,
+    VAE_CONFIG,
+)
 from models.tiny.tokenizers import t5_tokenizer
 
 # google/t5-v1_1-xxl's encoder, the repo's text_encoder/config.json.
@@ -27,8 +33,9 @@ TEXT_ENCODER_CONFIG_5B = dict(
     num_heads=64,
 )
 
-# transformer/config.json: 48 heads x 64 = 3072 wide, 42 blocks, rotary positions.
+# transformer/config.json: the tiny layout at 48 heads x 64 = 3072 wide, 42 blocks.
 TRANSFORMER_CONFIG_5B = dict(
+    TRANSFORMER_CONFIG,
     num_attention_heads=48,
     attention_head_dim=64,
     in_channels=16,
@@ -36,38 +43,19 @@ TRANSFORMER_CONFIG_5B = dict(
     time_embed_dim=512,
     text_embed_dim=4096,
     num_layers=42,
-    sample_width=90,
-    sample_height=60,
-    sample_frames=49,
-    patch_size=2,
-    temporal_compression_ratio=4,
-    max_text_seq_length=MAX_TEXT_TOKENS,
     activation_fn="gelu-approximate",
     timestep_activation_fn="silu",
     norm_elementwise_affine=True,
     norm_eps=1e-5,
-    spatial_interpolation_scale=1.875,
-    temporal_interpolation_scale=1.0,
-    use_rotary_positional_embeddings=True,
-    use_learned_positional_embeddings=False,
 )
 
-# vae/config.json.
+# vae/config.json: the tiny layout at full width.
 VAE_CONFIG_5B = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("CogVideoXDownBlock3D",) * 4,
-    up_block_types=("CogVideoXUpBlock3D",) * 4,
+    VAE_CONFIG,
     block_out_channels=(128, 256, 256, 512),
     latent_channels=16,
     layers_per_block=3,
     norm_num_groups=32,
-    temporal_compression_ratio=4,
-    sample_height=480,
-    sample_width=720,
-    scaling_factor=0.7,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
 )
 
 
