@@ -8,17 +8,14 @@ imports torch and holds no model, so it starts in about a second.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from openreel import webhooks
+from openreel import webhooks, worker_registry
 from openreel.settings import Settings
 from openreel.storage import make_storage
 
@@ -71,7 +68,7 @@ def run_io_worker(settings: Settings, redis_url: str) -> None:
         [Queue(webhooks.WEBHOOK_QUEUE, connection=connection)],
         connection=connection,
         settings=settings,
-        name=f"io.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}",
+        name=worker_registry.process_name("io."),
         maintenance_interval=settings.maintenance_s,
         log_job_description=False,  # the arguments hold the whole webhook body
     )

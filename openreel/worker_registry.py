@@ -7,8 +7,11 @@ stops refreshing it, so no one has to clean up after a kill -9.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,6 +23,12 @@ State = Literal["starting", "loading", "ready", "busy", "failed"]
 STATES: tuple[State, ...] = ("starting", "loading", "ready", "busy", "failed")
 # A busy worker is loaded and serving; it only takes the next job when this one ends.
 SERVING: frozenset[str] = frozenset({"ready", "busy"})
+
+
+def process_name(prefix: str = "") -> str:
+    """A unique name for this worker process: ``[prefix.]host.pid.suffix``, so logs and Redis's
+    client list tell which machine and process it is."""
+    return f"{prefix}{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
 
 
 def _key(name: str) -> str:

@@ -13,7 +13,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -105,10 +104,6 @@ class GpuWorker(SimpleWorker):
             self.maintain_heartbeats(job)
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-
-
 def connect(url: str, attempts: int = 60) -> redis.Redis:
     connection = redis.Redis.from_url(url)
     for attempt in range(attempts):
@@ -163,7 +158,7 @@ def load_runners(
 
 
 def run_worker(settings: Settings, redis_url: str) -> None:
-    name = worker_name()
+    name = worker_registry.process_name()
     connection = connect(redis_url)
     endpoints = registry.select(settings.endpoints)
     families = sorted({e.family for e in endpoints})
