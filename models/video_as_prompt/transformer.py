@@ -11,7 +11,13 @@ In a block with an expert the two streams share one self-attention over target a
 tokens together (each with its own projections, norms and rotary positions), and keep separate
 cross-attention, feed-forward and modulation. Blocks without an expert are plain Wan blocks
 that the reference stream skips. Attention runs through ``dispatch_attention_fn`` with the
-backend of the block's ``attn1`` processor, so ``set_attention_backend`` reaches it too.
+backend and the context-parallel config of the block's ``attn1`` processor, so
+``set_attention_backend`` and ``enable_parallelism`` reach it too.
+
+Context parallelism (diffusers' Ulysses or ring attention) splits both token streams along the
+sequence, each rank holding a slice of the target and a slice of the reference. The joint
+attention then sees, across ranks, every target and every reference token once: attention does
+not care in which order keys arrive, so the result is that of the unsplit model.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention import FeedForward
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelModelPlan, ContextParallelOutput
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -142,6 +149,7 @@ class ReferenceExpertBlock(WanTransformerBlock):
             dropout_p=0.0,
             is_causal=False,
             backend=self.attn1.processor._attention_backend,
+            parallel_config=self.attn1.processor._parallel_config,
         )
         joint = joint.flatten(2, 3).type_as(target_qkv[0])
         target_out, reference_out = joint.split([hidden_states.shape[1], reference.shape[1]], dim=1)
@@ -199,8 +207,6 @@ class WanTransformer3DMOTModel(WanTransformer3DModel):
         "norm2_mot_ref",
         "norm3_mot_ref",
     ]
-    # Wan's plan splits one token stream; the joint attention here would need both split alike.
-    _cp_plan = None
 
     @register_to_config
     def __init__(
@@ -280,6 +286,28 @@ class WanTransformer3DMOTModel(WanTransformer3DModel):
             self.scale_shift_table_mot_ref = nn.Parameter(torch.randn(1, 2, expert_dim) / expert_dim**0.5)
         # The stream is only needed up to the last block that reads it.
         self._last_expert_block = max(block_idx_with_mot_ref, default=-1)
+
+    @property
+    def _cp_plan(self) -> ContextParallelModelPlan:  # type: ignore[override]
+        """Where diffusers splits and gathers the sequence: Wan's plan, plus the reference stream
+        split where it first enters a block, and its rotary positions split alike."""
+
+        def split_tokens() -> ContextParallelInput:
+            return ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)
+
+        def split_rotary() -> dict[int, ContextParallelInput]:
+            return {i: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True) for i in (0, 1)}
+
+        inputs: dict[str, dict[str, ContextParallelInput]] = {"blocks.0": {"hidden_states": split_tokens()}}
+        if self._last_expert_block >= 0:
+            first_expert = min(self.config.block_idx_with_mot_ref)
+            inputs.setdefault(f"blocks.{first_expert}", {})["reference"] = split_tokens()
+        return {
+            "rope": split_rotary(),
+            "rope_mot_ref": split_rotary(),
+            **inputs,
+            "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+        }
 
     @apply_lora_scale("attention_kwargs")
     def forward(  # type: ignore[override]
