@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from openreel import logging_setup
 from openreel.child_process import die_with_parent
-from openreel.gpus import VISIBLE_DEVICES, visible_gpus, worker_devices
+from openreel.gpus import VISIBLE_DEVICES, launched_as_group, visible_gpus, worker_devices
 from openreel.redis_server import EmbeddedRedis, running_url
 from openreel.settings import Settings, child_env, load_settings
 from pipelines.bench import add_arguments as add_bench_arguments
@@ -314,6 +314,22 @@ def run_requests(args: argparse.Namespace, settings: Settings) -> None:
     print(message)
 
 
+def refuse_unsafe_group(settings: Settings) -> None:
+    """A worker group splits every request across its ranks' GPUs: refuse, before any weights
+    load, endpoints it cannot split and a device that would put every rank on one GPU."""
+    from pipelines.registry import check_context_parallel, select
+
+    if settings.device.startswith("cuda:"):
+        raise StartupError(
+            f"OPENREEL_DEVICE={settings.device} would put every rank of the worker group on one GPU; "
+            "leave it at auto (or cuda): each rank takes the GPU of its LOCAL_RANK"
+        )
+    try:
+        check_context_parallel([endpoint.id for endpoint in select(settings.endpoints)])
+    except ValueError as error:
+        raise StartupError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -336,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "api":
             serve_api(settings, shared_redis_url(settings))
         elif args.command == "worker":
+            if launched_as_group():
+                refuse_unsafe_group(settings)
             from workers.worker import run_worker
 
             run_worker(settings, shared_redis_url(settings))

@@ -1,4 +1,5 @@
-"""Which GPU each worker of 'openreel up' gets (``OPENREEL_GPUS``).
+"""Which GPU each worker of 'openreel up' gets (``OPENREEL_GPUS``), and whether torchrun made
+this process one rank of a worker group.
 
 Torch-free: 'openreel up' runs the API in the same process, and the API never imports torch, so
 the GPUs are listed the way CUDA itself would be told about them: ``CUDA_VISIBLE_DEVICES`` when
@@ -12,6 +13,11 @@ import shutil
 import subprocess
 
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+
+def launched_as_group() -> bool:
+    """True in a process torchrun started with more than one rank (workers/group.py)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def visible_gpus() -> list[str]:

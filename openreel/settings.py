@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         "device; an older request is taken next whatever the swap costs. 0 serves strictly oldest first. "
         "Default 120.",
     )
+    group_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a rank of a worker group (torchrun over several GPUs) waits for the others inside a "
+        "request: an attention collective, the inputs, the closing handshake. A rank that does not arrive in time "
+        "breaks the group, which exits for torchrun to restart. Must cover writing a request's output. Default 600.",
+    )
 
     # --- models and files ------------------------------------------------------------------
     models: Literal["tiny", "full"] = Field(

@@ -88,6 +88,24 @@ FAMILY_LOADERS: dict[str, str] = {
 }
 
 
+# Families whose transformer diffusers can split along the sequence (context parallelism), so
+# that a worker group started by torchrun can serve them: Wan's, hence Video-As-Prompt's.
+# CogVideoX and AnimateDiff's UNet have no context-parallel plan in diffusers.
+CONTEXT_PARALLEL_FAMILIES = frozenset({"video_as_prompt"})
+
+
+def check_context_parallel(endpoint_ids: list[str]) -> None:
+    """Refuse a worker group for endpoints it cannot split, before any weights load."""
+    unsplittable = sorted(e for e in endpoint_ids if ENDPOINTS[e].family not in CONTEXT_PARALLEL_FAMILIES)
+    if unsplittable:
+        splittable = sorted(e.id for e in ENDPOINTS.values() if e.family in CONTEXT_PARALLEL_FAMILIES)
+        raise ValueError(
+            f"a worker group (torchrun with several ranks) splits each request across its GPUs, which "
+            f"{', '.join(unsplittable)} cannot do; set OPENREEL_ENDPOINTS to {', '.join(splittable)} for the "
+            f"group and serve the others from single-GPU workers"
+        )
+
+
 def families() -> list[str]:
     return sorted({endpoint.family for endpoint in ENDPOINTS.values()})
 

@@ -143,10 +143,16 @@ class Stack:
                 time.sleep(0.2)
         raise TimeoutError(f"stack not ready after {timeout_s} s:\n{self.log_tail()}")
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, ranks: int = 1, **torchrun_flags: str) -> subprocess.Popen[bytes]:
+        """One worker; with ``ranks`` > 1 a worker group, started by torchrun as operators start it."""
         env = self.child_env() | {"OPENREEL_REDIS_URL": self.redis_url}
+        command = [sys.executable, "-m", "openreel.cli", "worker"]
+        if ranks > 1:
+            flags = [f"--{name.replace('_', '-')}={value}" for name, value in torchrun_flags.items()]
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                       *flags, "-m", "openreel.cli", "worker"]
         log = open(self.directory / "worker.log", "ab")  # noqa: SIM115 - handed to the child process
-        process = subprocess.Popen([sys.executable, "-m", "openreel.cli", "worker"], env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
         self.extra_workers.append(process)
         return process
 

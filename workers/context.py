@@ -8,14 +8,17 @@ cancellation behave identically for all endpoints.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.fal_types import File
 
 if TYPE_CHECKING:
-    from workers.inputs import InputResolver  # which imports InputError from here
+    from PIL import Image
+
+    from workers.decoding import Video  # whose module imports InputError from here
 
 
 class RequestCancelled(Exception):
@@ -49,11 +52,14 @@ class Progress:
     ``log`` publishes a line to the request's status logs; ``cancelled`` answers whether the
     user asked to cancel. Raising (rather than setting the pipeline's ``interrupt`` flag) is
     deliberate: diffusers still runs the VAE decode, the memory peak, after an interrupt.
+    A worker group (workers/group.py) checks at denoising steps only (``cancel_at_stages``
+    off): those are the checkpoints all its ranks pass alike.
     """
 
     log: Callable[[str], None]
     cancelled: Callable[[], bool]
     clock: Callable[[], float] = time.perf_counter
+    cancel_at_stages: bool = True
     _timings: dict[str, float] = field(default_factory=dict)
     _stage: str | None = None
     _stage_started: float = 0.0
@@ -61,7 +67,8 @@ class Progress:
     def stage(self, name: str) -> None:
         """Close the current stage and open ``name``; a cancel request stops here too."""
         self._close_stage()
-        self.check_cancelled()
+        if self.cancel_at_stages:
+            self.check_cancelled()
         self._stage, self._stage_started = name, self.clock()
         self.log(name)
 
@@ -96,6 +103,17 @@ class Progress:
             self._stage = None
 
 
+class Inputs(Protocol):
+    """Where a runner gets its input files: ``workers.inputs.InputResolver``, or in a worker
+    group ``workers.group.SharedInputs``. ``loc`` names the field for a 422."""
+
+    def file(self, url: str, loc: Sequence[str | int]) -> Path: ...
+
+    def video(self, url: str, loc: Sequence[str | int]) -> Video: ...
+
+    def image(self, url: str, loc: Sequence[str | int]) -> Image.Image: ...
+
+
 @dataclass
 class JobContext:
     """Per-request handles passed to ``Runner.run``."""
@@ -104,6 +122,5 @@ class JobContext:
     progress: Progress
     write_video: Callable[..., File]
     """``write_video(frames, fps, file_name="output.mp4") -> File``: frames are uint8 (F, H, W, 3)."""
-    inputs: InputResolver | None = None
-    """File inputs: ``inputs.video(url, loc)``, ``inputs.image(url, loc)``, ``inputs.file(url, loc)``.
-    Always set by the runtime; runner unit tests that pass no files may leave it out."""
+    inputs: Inputs | None = None
+    """File inputs. Always set by the runtime; runner unit tests that pass no files may leave it out."""

@@ -1,13 +1,17 @@
 """Running one request inside a worker: claim it, run its pipeline, record exactly one outcome.
 
 A request never raises out of here: every failure becomes a COMPLETED record with fal's
-``error``/``error_type``, and the worker goes on serving (an out-of-memory included).
+``error``/``error_type``, and the worker goes on serving (an out-of-memory included). In a
+worker group this is rank 0's side: it announces each request to the followers, shares the
+inputs and the cancel decisions with them, and closes the request with them; the one exception
+that leaves here is a group that broke under a request (``GroupBroken``: re-queued by RQ).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +28,7 @@ from openreel.storage import make_storage
 from openreel.webhooks import WebhookQueue
 from pipelines.registry import ENDPOINTS
 from workers.context import InputError, JobContext, Progress, RequestCancelled
+from workers.group import Group, GroupBroken, Order, SharedInputs
 from workers.inputs import InputResolver
 from workers.outputs import OutputWriter
 from workers.residency import Residency
@@ -65,8 +70,12 @@ class Runtime:
         runners: dict[str, Runner],
         worker_name: str,
         residency: Residency | None = None,
+        group: Group | None = None,
     ) -> None:
         self.settings = settings
+        self.group = group
+        self.group_broken: GroupBroken | None = None
+        """Set when the group failed to close a request: the worker must stop for a restart."""
         # Without one (a runtime outside a worker), nothing is registered and nothing moves.
         self.residency = residency or Residency(torch.device("cpu"), None)
         self.store = RecordStore(connection, settings.retention_s, WebhookQueue(connection, settings))
@@ -86,9 +95,15 @@ class Runtime:
         assert record is not None
         self.store.log(request_id, f"started on worker {self.worker_name} (attempt {record.attempts})")
         self._record_wait(record)
+
+        def cancelled() -> bool:
+            wanted = self.store.cancel_requested(request_id)
+            return wanted if self.group is None else self.group.agree_cancel(wanted)
+
         progress = Progress(
             log=lambda message: self.store.log(request_id, message),
-            cancelled=lambda: self.store.cancel_requested(request_id),
+            cancelled=cancelled,
+            cancel_at_stages=self.group is None,
         )
         error: RequestError | None = None
         output: dict[str, Any] | None = None
@@ -117,9 +132,29 @@ class Runtime:
                 error = RequestError(status_code=500, detail=f"{type(exc).__name__}: {exc}", error_type="internal_error")
         if error is not None:
             release_memory()
+            self._close_with_group(error)  # first: a failure the group caused is not the client's
             self.store.log(request_id, error.message, level="ERROR")
         self.store.complete(request_id, output=output, error=error)
         self._record_run(record, error, progress.finish() if error is None else {})
+        if error is None:
+            self._close_with_group(None)  # after: the client need not wait for the followers
+
+    def _close_with_group(self, error: RequestError | None) -> None:
+        """In a group, finish the request together with the followers.
+
+        A rank lost mid-request fails rank 0's run too (its collectives break): that request
+        was not the client's fault and goes back to the queue, through RQ's failure callback
+        (workers/job.py). A rank lost after rank 0 produced the output does not undo it. Either
+        way the worker stops afterwards, for torchrun to restart the whole group."""
+        if self.group is None:
+            return
+        try:
+            self.group.close_request("ok" if error is None else error.error_type)
+        except GroupBroken as broken:
+            log.error("%s; stopping so that torchrun restarts the group", broken)
+            self.group_broken = broken
+            if error is not None:
+                raise
 
     def _record_wait(self, record: RequestRecord) -> None:
         """Queue wait of first attempts: a retry's wait since submission includes the lost run."""
@@ -153,17 +188,35 @@ class Runtime:
         runner = self.runners.get(endpoint_id)
         if runner is None:
             raise RuntimeError(f"this worker does not serve {endpoint_id}")
-        request = ENDPOINTS[endpoint_id].input_model.model_validate(payload, context={"settings": self.settings})
+        input_model = ENDPOINTS[endpoint_id].input_model
+        if self.group is not None:
+            payload = with_seed(input_model, payload)
+        request = input_model.model_validate(payload, context={"settings": self.settings})
         writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp", lifetime_s)
         inputs = InputResolver(self.settings, self.storage, progress)
-        ctx = JobContext(request_id=request_id, progress=progress, write_video=writer.write_video, inputs=inputs)
+        ctx = JobContext(
+            request_id=request_id,
+            progress=progress,
+            write_video=writer.write_video,
+            inputs=inputs if self.group is None else SharedInputs(self.group, inputs),
+        )
         with torch.no_grad():  # not inference mode: moved weights must stay usable outside it
             for move in self.residency.acquire(endpoint_id):
                 progress.log(move.describe(self.residency.device))
                 progress.record("swap", move.seconds)
+        if self.group is not None:
+            self.group.announce(Order(request_id, endpoint_id, payload))
         with torch.inference_mode():
             result = runner.run(request, ctx)
         return result.model_dump(mode="json", exclude_none=True)
+
+
+def with_seed(input_model: type[BaseModel], payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with a seed drawn where the schema has one and the client gave none, as the
+    runner would draw it: every rank of a group must sample the same noise."""
+    if "seed" not in input_model.model_fields or payload.get("seed") is not None:
+        return payload
+    return {**payload, "seed": secrets.randbelow(2**31)}
 
 
 _current: Runtime | None = None

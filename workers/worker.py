@@ -4,6 +4,9 @@ It is an RQ ``SimpleWorker`` because CUDA cannot survive RQ's fork-per-job. Plai
 SimpleWorkers send no heartbeat while a job runs, so a long generation would look
 abandoned and be run twice; here a thread keeps the worker, the execution and the job alive
 in Redis for as long as the process is, and stops the moment the process dies.
+
+Started by torchrun with several ranks, the processes form a worker group (workers/group.py):
+rank 0 is this worker, the others follow it (workers/follower.py).
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from rq.registry import clean_registries
 from rq.utils import now
 
 from openreel import queues, worker_registry
+from openreel.gpus import launched_as_group
 from openreel.logging_setup import request_context
 from openreel.settings import Settings
 from pipelines import registry
 from pipelines.devices import resolve_device
 from workers import queue_order as queue_order_policy
-from workers.dequeue import LosslessQueue, rescue_stranded
 from workers import runtime
+from workers.dequeue import LosslessQueue, rescue_stranded
+from workers.follower import follow
+from workers.group import Group
 from workers.residency import Residency, default_budget
 
 log = logging.getLogger("openreel.worker")
@@ -97,6 +103,9 @@ class GpuWorker(SimpleWorker):
         finally:
             self.running = None
             self.presence.set_state("ready")
+        broken = runtime.current().group_broken
+        if broken is not None:
+            raise broken  # ends RQ's work loop; run_worker then exits non-zero
 
     def keep_job_alive(self) -> None:
         job, execution = self.running, self.execution
@@ -132,8 +141,10 @@ def gpu_memory(device_spec: str) -> dict[str, int]:
 
 
 def load_runners(
-    settings: Settings, families: list[str], endpoint_ids: list[str], residency: Residency
+    settings: Settings, families: list[str], endpoint_ids: list[str], residency: Residency, group: Group | None = None
 ) -> dict[str, runtime.Runner]:
+    """Every family's runners, placed by ``residency``, split across ``group``'s ranks when the
+    worker is one, and warmed up (on every rank of a group alike: warming runs its collectives)."""
     runners: dict[str, runtime.Runner] = {}
     for family in families:
         # Families are placed on the device as they load; the next one must not meet the last
@@ -145,6 +156,8 @@ def load_runners(
         )
         for runner in loaded.values():
             residency.register(runner.endpoint_id, family, runner.networks())
+            if group is not None:
+                group.split(runner)
         runners.update(loaded)
         log.info("loaded %s (%s preset) in %.1f s", family, settings.models, time.perf_counter() - started)
     if settings.warmup:
@@ -158,11 +171,17 @@ def load_runners(
 
 
 def run_worker(settings: Settings, redis_url: str) -> None:
-    name = worker_registry.process_name()
-    connection = connect(redis_url)
     endpoints = registry.select(settings.endpoints)
     families = sorted({e.family for e in endpoints})
     endpoint_ids = [e.id for e in endpoints]
+    group = None
+    if launched_as_group():  # the command line refused endpoints a group cannot split
+        group = Group(settings)
+        if not group.leader:
+            run_follower(settings, group, families, endpoint_ids)
+            return
+    name = worker_registry.process_name()
+    connection = connect(redis_url)
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -172,6 +191,8 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         "cuda": torch.cuda.is_available(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    if group is not None:
+        info["group"] = {"ranks": group.size, "backend": group.backend}
     residency: Residency | None = None  # made once loading starts: a bad device is a failed worker
 
     def probe() -> dict[str, Any]:
@@ -200,8 +221,8 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         device = resolve_device(settings.device)
         placement = Residency(device, default_budget(device, settings.residency_budget_mib))
         residency = placement  # from here on the heartbeat publishes it
-        runners = load_runners(settings, families, endpoint_ids, placement)
-        runtime.install(runtime.Runtime(settings, connection, runners, name, placement))
+        runners = load_runners(settings, families, endpoint_ids, placement, group)
+        runtime.install(runtime.Runtime(settings, connection, runners, name, placement, group))
         # Normal queues of every family first, then the low ones: low waits behind all normal work.
         labelled = [
             (LosslessQueue(queues.queue_name(f, p), connection=connection), f, p)
@@ -229,6 +250,8 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         presence.set_state("ready")
         log.info("worker %s ready for %s", name, ", ".join(endpoint_ids))
         worker.work(with_scheduler=False)
+        if runtime.current().group_broken is not None:
+            raise runtime.current().group_broken
     except Exception as error:
         # Left in the registry until its TTL runs out, so /health and 'openreel status' say why.
         failed = True
@@ -238,3 +261,19 @@ def run_worker(settings: Settings, redis_url: str) -> None:
         stop.set()
         if not failed:
             presence.withdraw()
+        if group is not None:
+            if not failed:
+                group.announce(None)  # a broken group's followers may not listen: torchrun stops them
+            group.leave()
+
+
+def run_follower(settings: Settings, group: Group, families: list[str], endpoint_ids: list[str]) -> None:
+    """A group rank other than 0: load and split the same pipelines, then follow rank 0."""
+    device = resolve_device(settings.device)
+    runners = load_runners(
+        settings, families, endpoint_ids, Residency(device, default_budget(device, settings.residency_budget_mib)), group
+    )
+    try:
+        follow(group, settings, runners)
+    finally:
+        group.leave()

@@ -15,7 +15,7 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKLWan
+from diffusers import AutoencoderKLWan, ContextParallelConfig
 from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
@@ -85,6 +85,10 @@ class VideoAsPromptRunner:
             checker = resolve(checker or SAFETY_CHECKER_REPO, settings.models, settings.models_dir)
         self.safety = SafetyChecker(checker, self.device)
         log.info("safety checker from %s", checker)
+
+    def split_sequence(self, config: ContextParallelConfig) -> None:
+        """In a worker group: every rank runs the transformer on its slice of both token streams."""
+        self.pipe.transformer.enable_parallelism(config=config)
 
     def networks(self) -> list[torch.nn.Module]:
         """The networks this endpoint's runs use, for the worker's residency manager."""
