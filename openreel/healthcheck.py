@@ -39,7 +39,8 @@ class Unhealthy(Exception):
 
 def role_from_command(argv: list[str]) -> str | None:
     """The openreel subcommand in a command line (``openreel worker``, ``python -m openreel.cli api``,
-    or either behind an init such as ``docker-init --``)."""
+    either behind an init such as ``docker-init --``, or a worker group's ``torchrun ... openreel
+    worker``, whose rank 0 registers like any worker)."""
     return next((arg for arg in argv if arg in ROLES), None)
 
 

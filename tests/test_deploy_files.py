@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 
 from openreel import healthcheck
 from openreel.settings import Settings
+from pipelines.registry import check_context_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -83,6 +84,9 @@ def test_compose_runs_every_part_of_openreel() -> None:
         "io-worker": ["openreel", "io-worker"],
         "worker": ["openreel", "worker"],
         "worker-cpu": ["openreel", "worker"],
+        "worker-group": [
+            "torchrun", "--standalone", "--nproc-per-node=2", "--max-restarts=3", "--no-python", "openreel", "worker"
+        ],
     }
 
 
@@ -107,7 +111,19 @@ def test_gpu_worker_reserves_one_gpu_and_the_cpu_profile_needs_none() -> None:
     assert container_env("worker-cpu", DOTENV | {"OPENREEL_MODELS": "full"})["OPENREEL_MODELS"] == "tiny"
     assert container_env("worker-cpu")["OPENREEL_DEVICE"] == "cpu"
     profiled = {name for name, service in SERVICES.items() if "profiles" in service}
-    assert profiled == {"worker", "worker-cpu"}  # everything else runs in both profiles
+    assert profiled == {"worker", "worker-cpu", "worker-group"}  # everything else runs in every profile
+
+
+def test_the_worker_group_holds_as_many_gpus_as_ranks_and_serves_what_it_can_split() -> None:
+    group = SERVICES["worker-group"]
+    (device,) = group["deploy"]["resources"]["reservations"]["devices"]
+    ranks = int(next(arg for arg in group["command"] if arg.startswith("--nproc-per-node=")).split("=")[1])
+    assert len(set(device["device_ids"])) == ranks >= 2
+    assert interpolated(SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"][0],
+                        DOTENV) not in device["device_ids"]
+    assert group["profiles"] == ["group"] and group["shm_size"]
+    endpoints = container_env("worker-group")["OPENREEL_ENDPOINTS"].split(",")
+    check_context_parallel(endpoints)  # what a group refuses at start, it must not be given here
 
 
 def test_weights_and_data_live_on_named_volumes() -> None:
@@ -116,7 +132,7 @@ def test_weights_and_data_live_on_named_volumes() -> None:
         mounts = dict(volume.split(":", 1) for volume in SERVICES[name]["volumes"])
         assert mounts["data"] == IMAGE_ENV["OPENREEL_DATA_DIR"], name
         assert set(mounts) <= declared
-    for name in ("worker", "worker-cpu"):
+    for name in ("worker", "worker-cpu", "worker-group"):
         mounts = dict(volume.split(":", 1) for volume in SERVICES[name]["volumes"])
         assert name == "worker-cpu" or mounts["hf-cache"] == IMAGE_ENV["HF_HOME"]
     # No weights in the image: nothing fetches them at build time or copies them in.

@@ -33,6 +33,7 @@ def redis_url(connection: redis.Redis) -> str:
         (["/opt/openreel/bin/python", "/opt/openreel/bin/openreel", "api"], "api"),
         (["python", "-m", "openreel.cli", "io-worker", "--redis-url", "redis://r"], "io-worker"),
         (["/sbin/docker-init", "--", "openreel", "worker", "--endpoints", "fal-ai/cogvideox-5b"], "worker"),
+        (["torchrun", "--standalone", "--nproc-per-node=2", "--no-python", "openreel", "worker"], "worker"),
         (["openreel", "fetch-weights"], None),
         (["bash"], None),
     ],
