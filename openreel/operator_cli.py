@@ -58,7 +58,8 @@ def render_status(report: dict[str, Any], now: float) -> str:
         gpu = ""
         if "gpu_memory_total_bytes" in worker:
             gpu = f"GPU {_gib(worker['gpu_memory_bytes'])}/{_gib(worker['gpu_memory_total_bytes'])} GiB"
-        rows.append([worker.get("name", "?"), state, doing, gpu])
+        name = worker.get("name", "?") + (f" ({worker['group']['ranks']} ranks)" if "group" in worker else "")
+        rows.append([name, state, doing, gpu])
     lines += _table(rows)
     lines += ["", "recent failures"]
     lines += _table(
