@@ -1,7 +1,9 @@
-"""Types that fal's endpoint pages share (``File``, ``ImageSize``), mirrored field for field."""
+"""Types that fal's endpoint pages share (``File``, ``ImageSize``), mirrored field for field, and
+the seed a request without one gets."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -18,6 +20,11 @@ IMAGE_SIZE_PRESETS: dict[str, tuple[int, int]] = {
     "landscape_4_3": (1024, 768),
     "landscape_16_9": (1024, 576),
 }
+
+
+def seed_for(requested: int | None) -> int:
+    """The client's seed, or a fresh one drawn as fal does: any non-negative 31-bit integer."""
+    return requested if requested is not None else secrets.randbelow(2**31)
 
 
 class ImageSize(BaseModel):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from openreel.records import CANCELLED_ERROR, TIMEOUT_ERROR, RecordStore, Reques
 from openreel.settings import Settings
 from openreel.storage import make_storage
 from openreel.webhooks import WebhookQueue
+from pipelines.fal_types import seed_for
 from pipelines.registry import ENDPOINTS
 from workers.context import InputError, JobContext, Progress, RequestCancelled
 from workers.group import Group, GroupBroken, Order, SharedInputs
@@ -216,7 +216,7 @@ def with_seed(input_model: type[BaseModel], payload: dict[str, Any]) -> dict[str
     runner would draw it: every rank of a group must sample the same noise."""
     if "seed" not in input_model.model_fields or payload.get("seed") is not None:
         return payload
-    return {**payload, "seed": secrets.randbelow(2**31)}
+    return {**payload, "seed": seed_for(None)}
 
 
 _current: Runtime | None = None

@@ -140,6 +140,11 @@ def gpu_memory(device_spec: str) -> dict[str, int]:
     }
 
 
+def residency_for(settings: Settings) -> Residency:
+    device = resolve_device(settings.device)
+    return Residency(device, default_budget(device, settings.residency_budget_mib))
+
+
 def load_runners(
     settings: Settings, families: list[str], endpoint_ids: list[str], residency: Residency, group: Group | None = None
 ) -> dict[str, runtime.Runner]:
@@ -218,8 +223,7 @@ def run_worker(settings: Settings, redis_url: str) -> None:
     failed = False
     try:
         presence.set_state("loading")
-        device = resolve_device(settings.device)
-        placement = Residency(device, default_budget(device, settings.residency_budget_mib))
+        placement = residency_for(settings)
         residency = placement  # from here on the heartbeat publishes it
         runners = load_runners(settings, families, endpoint_ids, placement, group)
         runtime.install(runtime.Runtime(settings, connection, runners, name, placement, group))
@@ -269,10 +273,7 @@ def run_worker(settings: Settings, redis_url: str) -> None:
 
 def run_follower(settings: Settings, group: Group, families: list[str], endpoint_ids: list[str]) -> None:
     """A group rank other than 0: load and split the same pipelines, then follow rank 0."""
-    device = resolve_device(settings.device)
-    runners = load_runners(
-        settings, families, endpoint_ids, Residency(device, default_budget(device, settings.residency_budget_mib)), group
-    )
+    runners = load_runners(settings, families, endpoint_ids, residency_for(settings), group)
     try:
         follow(group, settings, runners)
     finally:

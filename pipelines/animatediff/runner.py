@@ -11,7 +11,6 @@ works; prompts are weighted with the A1111 syntax fal's default negative prompt 
 from __future__ import annotations
 
 import logging
-import secrets
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from pipelines.animatediff import ANIMATELCM_REPO, DEFAULT_BASE_REPO, LCM_LORA_F
 from pipelines.animatediff.schema import AnimateDiffOutput, AnimateDiffV2VTurboInput
 from pipelines.clip_prompts import ClipPromptEncoder
 from pipelines.devices import dtype_for, resolve_device
+from pipelines.fal_types import seed_for
 from pipelines.frames import Size, fit_frames, to_uint8
 from pipelines.lora_adapters import LoraAdapters, RequestedLora
 from pipelines.lora_sources import LoraSources
@@ -142,7 +142,7 @@ class AnimateDiffTurbo:
             self._denoise(gray, positive, negative, steps=2, guidance_scale=2.0, seed=0, callback=None)
 
     def run(self, request: AnimateDiffV2VTurboInput, ctx: JobContext) -> AnimateDiffOutput:
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = seed_for(request.seed)
         try:
             with torch.inference_mode():
                 frames, fps = self._input_frames(request, ctx)

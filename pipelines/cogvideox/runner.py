@@ -7,7 +7,6 @@ diffusers pipeline (``prepare``) and how to warm it up.
 
 from __future__ import annotations
 
-import secrets
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from pipelines.cogvideox.schema import (
     TextToVideoInput,
     VideoToVideoInput,
 )
-from pipelines.fal_types import resolve_size
+from pipelines.fal_types import resolve_size, seed_for
 from pipelines.frames import Size, fit_frames, fit_image, fit_length, resample_fps, resize_frames, to_uint8
 from pipelines.lora_adapters import RequestedLora
 from pipelines.speed import separate_qkv
@@ -110,7 +109,7 @@ class CogVideoXRunner(ABC):
         self.components.rife.double(np.zeros((2, 32, 32, 3), np.uint8))
 
     def run(self, request: CogVideoXInput, ctx: JobContext) -> CogVideoXOutput:
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = seed_for(request.seed)
         try:
             with torch.inference_mode():
                 prepared = self.prepare(request, ctx)

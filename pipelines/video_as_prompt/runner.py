@@ -8,7 +8,6 @@ cancellation, decode, run the safety checker on sampled frames when asked, write
 from __future__ import annotations
 
 import logging
-import secrets
 import traceback
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from models.presets import resolve
 from models.video_as_prompt import load_transformer
 from openreel.settings import Settings
 from pipelines.devices import dtype_for, resolve_device
+from pipelines.fal_types import seed_for
 from pipelines.frames import fit_frames, fit_image, to_uint8
 from pipelines.memory import GIB, PipelineMemory, store_fp8
 from pipelines.video_as_prompt import REPO, SAFETY_CHECKER_REPO
@@ -111,7 +111,7 @@ class VideoAsPromptRunner:
         self._release_cached_memory()
 
     def run(self, request: VideoAsPromptInput, ctx: JobContext) -> VideoAsPromptOutput:
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = seed_for(request.seed)
         try:
             with torch.inference_mode():
                 frames = self._generate(request, seed, ctx)
