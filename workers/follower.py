@@ -15,10 +15,9 @@ from typing import Any
 import torch
 
 from openreel.settings import Settings
-from pipelines.registry import ENDPOINTS
 from workers.context import JobContext, Progress, RequestCancelled
 from workers.group import Group, Order, SharedInputs
-from workers.runtime import Runner, release_memory
+from workers.runtime import Runner, parse_request, release_memory
 
 log = logging.getLogger("openreel.group")
 
@@ -51,9 +50,7 @@ def run_order(group: Group, settings: Settings, runners: dict[str, Runner], orde
     )
     ctx = JobContext(order.request_id, progress, write_video=hand_over, inputs=SharedInputs(group, None))
     try:
-        request = ENDPOINTS[order.endpoint_id].input_model.model_validate(
-            order.payload, context={"settings": settings}
-        )
+        request = parse_request(order.endpoint_id, order.payload, settings)
         with torch.inference_mode():
             runners[order.endpoint_id].run(request, ctx)
     except OutputLeftToLeader:

@@ -188,10 +188,9 @@ class Runtime:
         runner = self.runners.get(endpoint_id)
         if runner is None:
             raise RuntimeError(f"this worker does not serve {endpoint_id}")
-        input_model = ENDPOINTS[endpoint_id].input_model
         if self.group is not None:
-            payload = with_seed(input_model, payload)
-        request = input_model.model_validate(payload, context={"settings": self.settings})
+            payload = with_seed(ENDPOINTS[endpoint_id].input_model, payload)
+        request = parse_request(endpoint_id, payload, self.settings)
         writer = OutputWriter(self.storage, files_base_url, progress, Path(self.settings.data_dir) / "tmp", lifetime_s)
         inputs = InputResolver(self.settings, self.storage, progress)
         ctx = JobContext(
@@ -209,6 +208,12 @@ class Runtime:
         with torch.inference_mode():
             result = runner.run(request, ctx)
         return result.model_dump(mode="json", exclude_none=True)
+
+
+def parse_request(endpoint_id: str, payload: Any, settings: Settings) -> BaseModel:
+    """The endpoint's input model, validated against the bounds of ``settings`` (every rank of a
+    worker group parses the same payload this way, and must arrive at the same request)."""
+    return ENDPOINTS[endpoint_id].input_model.model_validate(payload, context={"settings": settings})
 
 
 def with_seed(input_model: type[BaseModel], payload: dict[str, Any]) -> dict[str, Any]:
